@@ -1,0 +1,309 @@
+"""The one config schema: a section per pipeline stage, loaded from YAML, overridable, validated on load.
+
+Defaults are the paper's CIFAR-10 settings (``../shared/docs/method.md`` sections 1-4); the YAML files in
+``configs/`` override what differs per dataset and the embedded digits default shrinks everything for a CPU.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clsp.atomic import atomic_write_text
+from clsp.errors import ClspError
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Precision = Literal["no", "bf16", "fp16"]
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "digits": ("train", "test"),
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test", "unlabeled"),
+    "folder": ("all",),
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    output_dir: Path = Path("runs/default")
+    """Every stage writes under this folder (``unet/``, ``positives/``, ``ssl/``, ``eval/``, ``export/``)."""
+    seed: int = Field(0, ge=0)
+
+
+class DataConfig(Section):
+    source: Literal["digits", "cifar10", "cifar100", "stl10", "folder"] = "digits"
+    root: Path | None = None
+    """torchvision root (cifar10/cifar100/stl10) or the image folder (folder); unused for digits."""
+    image_size: int | None = Field(None, ge=4, le=1024)
+    """Resize every image to this square size; None keeps the native size (digits: 16)."""
+    train_split: str = "train"
+    """Images for diffusion training, positives and SSL (STL-10: unlabeled)."""
+    labeled_split: str = "train"
+    """Labelled training images for the linear probe and the kNN bank."""
+    test_split: str = "test"
+    download: bool = False
+    """Allow torchvision to download CIFAR/STL-10 into ``root`` (machines with internet only)."""
+    skip_bad_images: bool = False
+    """folder: skip unreadable files with a warning instead of stopping."""
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    """digits: fraction of the 1,797 images in the stratified test split."""
+    split_seed: int = Field(0, ge=0)
+    """digits: seed of the stratified train/test split."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        source = raw.get("source", "digits")
+        if source == "digits":
+            raw.setdefault("image_size", 16)
+        if source == "folder":
+            for field in ("train_split", "labeled_split", "test_split"):
+                raw.setdefault(field, "all")
+        return raw
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "DataConfig":
+        valid = SPLITS[self.source]
+        for field in ("train_split", "labeled_split", "test_split"):
+            if getattr(self, field) not in valid:
+                raise ValueError(
+                    f"{field} {getattr(self, field)!r} is not a split of {self.source}; use one of {list(valid)}"
+                )
+        if self.source != "digits" and self.root is None:
+            raise ValueError(f"root is required for source {self.source!r}: set data.root to the dataset folder")
+        return self
+
+
+class DiffusionConfig(Section):
+    unet: str = "ddpm-cifar"
+    """A preset name (ddpm-cifar, ddpm-stl64, small, tiny) or a local diffusers UNet2DModel folder."""
+    dropout: float | None = Field(None, ge=0, lt=1)
+    """None keeps the preset's dropout (ddpm-cifar 0.1, ddpm-stl64 0.15)."""
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_start: PositiveFloat = 1e-4
+    beta_end: PositiveFloat = 0.02
+    epochs: int = Field(2000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    """Per process."""
+    lr: PositiveFloat = 2e-4
+    warmup_steps: int = Field(5000, ge=0)
+    grad_clip: PositiveFloat = 1.0
+    ema_decay: float = Field(0.9999, ge=0, lt=1)
+    hflip: bool = True
+    mixed_precision: Precision = "no"
+    save_every_epochs: int = Field(200, ge=1)
+    num_workers: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> "DiffusionConfig":
+        if not self.beta_start < self.beta_end < 1:
+            raise ValueError(f"need beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}")
+        return self
+
+
+class PositivesConfig(Section):
+    num_candidates: int = Field(8, ge=1)
+    """k: synthetic positives per training image."""
+    weight: float = Field(0.1, ge=0, le=1)
+    """w: weight of the random sample's features; 1 - w goes to the anchor (w=1: unconditional)."""
+    num_steps: int = Field(100, ge=1)
+    eta: float = Field(0.1, ge=0)
+    num_layers: int = Field(1, ge=1)
+    """1 blends the bottleneck only; L also blends the L-1 deepest skip tensors."""
+    solver: Literal["ddim", "dpm-solver++"] = "ddim"
+    batch_size: int = Field(256, ge=1)
+    shard_size: int = Field(1024, ge=1)
+    seed: int = Field(0, ge=0)
+    backend: Literal["torch", "ort", "torchscript", "pt2", "trt"] = "torch"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 runs the denoiser under autocast (about 2x faster on CPUs with bf16 units)."""
+
+
+class AugmentConfig(Section):
+    crop_size: int | None = Field(None, ge=4)
+    """RandomResizedCrop output size; None = the image size."""
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    """brightness, contrast, saturation, hue."""
+    color_jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1)
+    solarize_p: float = Field(0.0, ge=0, le=1)
+    hflip_p: float = Field(0.5, ge=0, le=1)
+    mean: tuple[float, ...] | None = None
+    """Normalisation; None = the dataset's statistics."""
+    std: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "AugmentConfig":
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale needs 0 < low <= high <= 1, got {self.crop_scale}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set both mean and std, or neither")
+        return self
+
+
+class SSLConfig(Section):
+    method: Literal["simclr", "moco", "nnclr"] = "simclr"
+    clsp_weight: float = Field(1.0, ge=0)
+    """λ of the CLSP alignment term; 0 trains the baseline."""
+    positive: Literal["synthetic", "real"] = "synthetic"
+    """synthetic: a stored candidate; real: the ablation's third real view."""
+    num_candidates: int = Field(8, ge=1)
+    """Draw the synthetic candidate among the first this-many stored ones."""
+    positives: Path | None = None
+    """Positive store folder; None = <output_dir>/positives."""
+    backbone: Literal["resnet18", "resnet50", "small-cnn"] = "resnet18"
+    stem: Literal["cifar", "stl"] = "cifar"
+    projector_hidden_dim: int = Field(4096, ge=1)
+    projector_dim: int = Field(256, ge=1)
+    temperature: PositiveFloat = 0.2
+    batch_size: int = Field(1024, ge=2)
+    """Global batch over all processes."""
+    epochs: int = Field(1000, ge=1)
+    lr: PositiveFloat = 0.5
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(10, ge=0)
+    warmup_start_lr: float = Field(1e-3, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+    moco_momentum_start: float = Field(0.99, ge=0, le=1)
+    moco_momentum_end: float = Field(0.999, ge=0, le=1)
+    queue_size: int = Field(32768, ge=1)
+    nnclr_support_size: int = Field(98304, ge=1)
+    augment: AugmentConfig = AugmentConfig()
+    mixed_precision: Precision = "no"
+    sync_bn: bool = False
+    num_workers: int = Field(4, ge=0)
+    save_every_epochs: int = Field(100, ge=1)
+
+
+class EvalConfig(Section):
+    online_probe: bool = True
+    linear_epochs: int = Field(100, ge=1)
+    linear_lr: PositiveFloat = 1.0
+    linear_milestones: tuple[int, ...] = (60, 80)
+    linear_batch_size: int = Field(256, ge=1)
+    knn_k: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
+    knn_k_fixed: int = Field(20, ge=1)
+    """Reported beside the best k, which is picked on the test set and therefore optimistic."""
+    knn_temperature: PositiveFloat = 0.07
+    embedding_plot: Literal["pca", "tsne"] = "pca"
+
+
+class ExportConfig(Section):
+    formats: tuple[Literal["onnx", "torchscript", "pt2", "trt"], ...] = ("onnx", "torchscript")
+    opset: int = Field(18, ge=18)
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(64, ge=1)
+    max_batch: int = Field(256, ge=1)
+    trt_precision: Literal["fp32", "fp16", "bf16"] = "fp16"
+    check: bool = True
+    rtol: PositiveFloat = 1e-4
+
+    @model_validator(mode="after")
+    def _check_batches(self) -> "ExportConfig":
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(
+                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, "
+                f"{self.max_batch}"
+            )
+        return self
+
+
+class Config(Section):
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    positives: PositivesConfig = PositivesConfig()
+    ssl: SSLConfig = SSLConfig()
+    eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
+
+
+RESOLVED_CONFIG_NAME = "config.yaml"
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and YAML-parsed value (``a.b=[1,2]`` -> ``[1, 2]``)."""
+    key, sep, raw = override.partition("=")
+    keys = key.strip().split(".")
+    if not sep or len(keys) < 2 or not all(keys):
+        raise ClspError(f"--set {override!r}: expected section.key=value, e.g. --set ssl.epochs=10")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ClspError(f"--set {override!r}: the value is not valid YAML ({e.problem})") from None
+    return keys, value
+
+
+def _apply_override(raw: dict, keys: list[str], value: Any, override: str) -> None:
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise ClspError(f"--set {override!r}: {where} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent_model: type[BaseModel] = Config
+        for part in first["loc"][:-1]:
+            parent_model = parent_model.model_fields[str(part)].annotation  # type: ignore[assignment]
+        valid = ", ".join(parent_model.model_fields)
+        msg = f"{source}: unknown key '{loc}'; valid keys here: {valid}"
+    elif first["type"] == "value_error":  # raised by a section's own cross-field check; names its fields
+        msg = f"{source}: {loc or 'config'}: {first['msg'].removeprefix('Value error, ')}"
+    else:
+        msg = f"{source}: {loc}: {first['msg']} (got {first['input']!r}); fix it in the file or with --set {loc}=..."
+    more = len(err.errors()) - 1
+    return msg + (f" (+{more} more error{'s' * (more > 1)})" if more else "")
+
+
+def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Validate a raw mapping (after applying ``section.key=value`` overrides) into a :class:`Config`."""
+    if not isinstance(raw, dict):
+        raise ClspError(f"{source}: the top level must be a mapping of sections (run, data, diffusion, ...)")
+    for override in overrides:
+        keys, value = parse_override(override)
+        _apply_override(raw, keys, value, override)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ClspError(_format_error(source, e)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings applied first."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClspError(f"config file '{path}' not found; pass a YAML file such as configs/digits.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ClspError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return config_from_dict(raw, str(path), overrides)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The fully resolved config as YAML; :func:`load_config` reads it back to an equal :class:`Config`."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_resolved_config(cfg: Config, directory: str | Path) -> Path:
+    """Write the resolved config as ``directory/config.yaml`` (atomically) and return its path."""
+    return atomic_write_text(Path(directory) / RESOLVED_CONFIG_NAME, config_to_yaml(cfg))

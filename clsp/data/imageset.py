@@ -1,0 +1,67 @@
+"""The in-memory form every data source returns: uint8 images, optional labels, a content fingerprint."""
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images of one split of one dataset.
+
+    ``images``: uint8 ``[N, H, W, C]`` (C = 1 or 3), row i is dataset index i.
+    ``labels``: int64 ``[N]`` class indices, or None for unlabelled data.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] not in (1, 3):
+            raise ValueError(f"{self.name}: images must be uint8 [N,H,W,C], got {self.images.dtype} {self.images.shape}")
+        if self.labels is not None and self.labels.shape != (len(self.images),):
+            raise ValueError(f"{self.name}: labels {self.labels.shape} do not match {len(self.images)} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)``."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable content hash (shape, pixels, labels): equal for equal data on any machine, whatever its name."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr(self.images.shape).encode())
+        digest.update(np.ascontiguousarray(self.images).data)
+        if self.labels is not None:
+            digest.update(np.ascontiguousarray(self.labels, dtype="<i8").data)
+        return digest.hexdigest()
+
+
+def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarray:
+    """Resize uint8 ``[N, H, W, C]`` images to ``[N, size, size, C]`` with antialiased bilinear interpolation.
+
+    Non-square images are resized on their shorter side, then centre-cropped.
+    """
+    n, h, w, c = images.shape
+    if (h, w) == (size, size):
+        return images
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    out = np.empty((n, size, size, c), dtype=np.uint8)
+    for start in range(0, n, chunk):
+        batch = torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2).float()
+        batch = F.interpolate(batch, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        batch = batch[:, :, top : top + size, left : left + size]
+        out[start : start + chunk] = batch.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return out
