@@ -84,6 +84,8 @@ class DataConfig(Section):
 class DiffusionConfig(Section):
     unet: str = "ddpm-cifar"
     """A preset name (ddpm-cifar, ddpm-stl64, small, tiny) or a local diffusers UNet2DModel folder."""
+    image_size: int | None = Field(None, ge=4, le=1024)
+    """Resize the training images to this size for diffusion and positives (STL-10: 96 -> 64); None = as loaded."""
     dropout: float | None = Field(None, ge=0, lt=1)
     """None keeps the preset's dropout (ddpm-cifar 0.1, ddpm-stl64 0.15)."""
     num_train_timesteps: int = Field(1000, ge=2)
@@ -212,8 +214,7 @@ class ExportConfig(Section):
     def _check_batches(self) -> "ExportConfig":
         if not self.min_batch <= self.opt_batch <= self.max_batch:
             raise ValueError(
-                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, "
-                f"{self.max_batch}"
+                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
             )
         return self
 

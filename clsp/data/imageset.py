@@ -24,7 +24,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] not in (1, 3):
-            raise ValueError(f"{self.name}: images must be uint8 [N,H,W,C], got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"{self.name}: images must be uint8 [N,H,W,C], got {self.images.dtype} {self.images.shape}"
+            )
         if self.labels is not None and self.labels.shape != (len(self.images),):
             raise ValueError(f"{self.name}: labels {self.labels.shape} do not match {len(self.images)} images")
 
@@ -35,6 +37,23 @@ class ImageSet:
     def image_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)``."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def summary(self) -> dict[str, str]:
+        """Name -> value rows describing the set, for the CLI's summary table."""
+        h, w, c = self.image_shape
+        rows = {
+            "dataset": self.name,
+            "images": f"{len(self)} x {h}x{w}x{c} uint8",
+            "pixel mean / std": f"{self.images.mean():.1f} / {self.images.std():.1f} (of 255)",
+        }
+        if self.labels is None:
+            rows["labels"] = "none (unlabelled)"
+        else:
+            counts = np.bincount(self.labels, minlength=len(self.class_names))
+            rows["classes"] = f"{len(counts)}: {', '.join(self.class_names[:10])}{' ...' * (len(counts) > 10)}"
+            rows["images per class"] = f"min {counts.min()}, max {counts.max()}"
+        rows["fingerprint"] = self.fingerprint
+        return rows
 
     @cached_property
     def fingerprint(self) -> str:

@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` (run the pipeline on the embedded digits) and `make test`.
+# Both create or reuse the virtual environment in .venv and install this package into it with pip.
+VENV ?= .venv
+PYTHON ?= python3
+# torch and torchvision first, pinned to releases that pip finds on this project's build machines;
+# override on other machines, e.g. `make test TORCH_SPEC="torch torchvision"`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.clsp-installed
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install demo test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,onnx]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/clsp info
+	$(BIN)/clsp data show configs/digits.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache

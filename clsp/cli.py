@@ -1,0 +1,77 @@
+"""The ``clsp`` command: thin wrappers that parse, load the config, call the library and print a summary."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clsp.config import load_config, save_resolved_config
+from clsp.errors import ClspError
+from clsp.progress import print_summary, status_console
+
+app = typer.Typer(
+    help="Contrastive Learning with Synthetic Positives (Zeng et al., ECCV 2024). "
+    "Stages: data -> diffusion -> positives -> train -> eval -> export. Every stage reads one YAML config "
+    "(see configs/) whose fields can be overridden with --set section.key=value.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ConfigArgument = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/digits.yaml.", show_default=False)]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field, e.g. --set data.image_size=32 (repeatable)."),
+]
+
+
+@app.command()
+def info() -> None:
+    """Show versions, devices and which optional export backends (ONNX Runtime, TensorRT) can be imported."""
+    from clsp.environment import environment_report
+
+    print_summary("clsp environment", environment_report())
+
+
+@data_app.command("show")
+def data_show(
+    config: ConfigArgument,
+    overrides: SetOption = None,
+    split: Annotated[str | None, typer.Option(help="Split to show; default: data.train_split.")] = None,
+    num_images: Annotated[int, typer.Option("--n", min=1, help="Images in the PNG grid.")] = 64,
+    download: Annotated[bool, typer.Option("--download", help="Let torchvision download CIFAR/STL-10.")] = False,
+    skip_bad_images: Annotated[
+        bool, typer.Option("--skip-bad-images", help="folder source: skip unreadable files with a warning.")
+    ] = False,
+) -> None:
+    """Load a dataset split, print a summary and write a PNG grid of samples to <output_dir>/data/."""
+    flags = [f"data.download={download}"] * download + [f"data.skip_bad_images={skip_bad_images}"] * skip_bad_images
+    cfg = load_config(config, [*(overrides or []), *flags])
+    from clsp.data import load_images  # torch and torchvision load slowly: only once the config is valid
+    from clsp.grid import save_image_grid
+
+    split = split or cfg.data.train_split
+    images = load_images(cfg.data, split)
+    out_dir = cfg.run.output_dir / "data"
+    save_resolved_config(cfg, out_dir)
+    grid = save_image_grid(images.images[:num_images], out_dir / f"{split}_samples.png")
+    print_summary(f"{cfg.data.source} / {split}", {**images.summary(), "sample grid": grid})
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit with status 2, never a traceback."""
+    try:
+        app()
+    except ClspError as e:
+        status_console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        status_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The folder source on real PNG and JPEG files, including broken ones."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clsp.config import DataConfig
+from clsp.data import load_images
+from clsp.errors import ClspError
+
+
+def save(path: Path, size: tuple[int, int], color: tuple[int, int, int] | int, mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def make_labelled(root: Path) -> None:
+    save(root / "cat" / "a.png", (12, 12), (255, 0, 0))
+    save(root / "cat" / "deeper" / "b.jpg", (12, 12), (250, 5, 5))
+    save(root / "dog" / "c.png", (12, 12), (0, 0, 255))
+    save(root / "dog" / "d.png", (12, 12), 128, mode="L")
+    save(root / ".hidden" / "e.png", (12, 12), (0, 255, 0))
+
+
+def test_labels_from_subfolders(tmp_path: Path) -> None:
+    make_labelled(tmp_path)
+    images = load_images(DataConfig(source="folder", root=tmp_path), "all")
+    assert images.images.shape == (4, 12, 12, 3)
+    assert images.class_names == ("cat", "dog")
+    np.testing.assert_array_equal(images.labels, [0, 0, 1, 1])
+    np.testing.assert_array_equal(images.images[0, 0, 0], [255, 0, 0])
+    assert abs(int(images.images[1, 0, 0, 0]) - 250) <= 3  # JPEG is lossy
+    np.testing.assert_array_equal(images.images[3, 5, 5], [128, 128, 128])  # grayscale becomes RGB
+
+
+def test_unlabelled_and_resized(tmp_path: Path) -> None:
+    save(tmp_path / "x.png", (40, 20), (10, 20, 30))
+    save(tmp_path / "y.jpg", (16, 16), (200, 200, 200))
+    images = load_images(DataConfig(source="folder", root=tmp_path, image_size=8), "all")
+    assert images.labels is None
+    assert images.images.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(images.images[0, 4, 4], [10, 20, 30])
+
+
+def test_corrupt_file_is_named(tmp_path: Path) -> None:
+    make_labelled(tmp_path)
+    broken = tmp_path / "dog" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    with pytest.raises(ClspError) as caught:
+        load_images(DataConfig(source="folder", root=tmp_path), "all")
+    assert str(broken) in str(caught.value) and "--skip-bad-images" in str(caught.value)
+
+
+def test_skip_bad_images_warns_with_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    make_labelled(tmp_path)
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    truncated = tmp_path / "cat" / "truncated.jpg"
+    save(truncated, (64, 64), (1, 2, 3))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    images = load_images(DataConfig(source="folder", root=tmp_path, skip_bad_images=True), "all")
+    assert len(images) == 4
+    assert "skipped 2 unreadable file(s)" in capsys.readouterr().err
+
+
+def test_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(ClspError, match="is not a folder"):
+        load_images(DataConfig(source="folder", root=tmp_path / "nowhere"), "all")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClspError, match="holds no files"):
+        load_images(DataConfig(source="folder", root=tmp_path / "empty"), "all")
+    mixed = tmp_path / "mixed"
+    save(mixed / "top.png", (4, 4), (0, 0, 0))
+    save(mixed / "cls" / "in.png", (4, 4), (0, 0, 0))
+    with pytest.raises(ClspError, match="both at the top level"):
+        load_images(DataConfig(source="folder", root=mixed), "all")
+    sizes = tmp_path / "sizes"
+    save(sizes / "a.png", (4, 4), (0, 0, 0))
+    save(sizes / "b.png", (5, 4), (0, 0, 0))
+    with pytest.raises(ClspError, match=r"b.png: size 5x4 differs .* set data.image_size"):
+        load_images(DataConfig(source="folder", root=sizes), "all")

@@ -1,0 +1,134 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clsp.config import Config, config_from_dict, load_config, save_resolved_config
+from clsp.errors import ClspError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+def write_yaml(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_shipped_config_loads() -> None:
+    assert len(SHIPPED) >= 6
+    for path in SHIPPED:
+        assert isinstance(load_config(path), Config), path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_round_trip_through_the_resolved_config(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path, ["ssl.epochs=7", "ssl.augment.crop_scale=[0.5, 1.0]"])
+    written = save_resolved_config(cfg, tmp_path / "run")
+    assert written == tmp_path / "run" / "config.yaml"
+    again = load_config(written)
+    assert again == cfg
+    assert again.ssl.epochs == 7 and again.ssl.augment.crop_scale == (0.5, 1.0)
+
+
+def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, {"data": {"source": "digits"}})
+    cfg = load_config(
+        path,
+        ["positives.weight=0.25", "ssl.method=moco", "data.download=true", "eval.knn_k=[3, 7]", "run.output_dir=/x"],
+    )
+    assert cfg.positives.weight == 0.25
+    assert cfg.ssl.method == "moco"
+    assert cfg.data.download is True
+    assert cfg.eval.knn_k == (3, 7)
+    assert cfg.run.output_dir == Path("/x")
+
+
+def test_paper_numbers_in_the_shipped_configs() -> None:
+    """Spot checks against method.md: lambda, lr, batch, temperature, sampler and probe settings per recipe."""
+    expected = {
+        "cifar10_simclr_clsp": {"ssl.clsp_weight": 1.0, "ssl.lr": 0.5, "ssl.batch_size": 1024, "eval.linear_lr": 1.0},
+        "cifar10_moco_clsp": {"ssl.clsp_weight": 0.5, "ssl.lr": 0.3, "ssl.batch_size": 512, "ssl.queue_size": 32768},
+        "cifar100_simclr_clsp": {"ssl.clsp_weight": 1.0, "run.seed": 12, "data.source": "cifar100"},
+        "cifar100_moco_clsp": {"ssl.clsp_weight": 0.2, "eval.linear_lr": 10.0, "ssl.augment.solarize_p": 0.2},
+        "stl10_simclr_clsp": {"positives.num_layers": 4, "positives.num_steps": 200, "ssl.stem": "stl"},
+    }
+    for name, fields in expected.items():
+        cfg = load_config(REPO_ROOT / "configs" / f"{name}.yaml")
+        assert cfg.ssl.temperature == 0.2 and cfg.positives.weight == 0.1 and cfg.positives.eta == 0.1
+        assert cfg.diffusion.lr == 2e-4 and cfg.diffusion.ema_decay == 0.9999
+        for dotted, value in fields.items():
+            node = cfg
+            for part in dotted.split("."):
+                node = getattr(node, part)
+            assert node == value, (name, dotted)
+
+
+@pytest.mark.parametrize(
+    ("raw", "overrides", "names"),
+    [
+        ({"data": {"sourcee": "digits"}}, [], ["data.sourcee", "valid keys", "source"]),
+        ({"ssl": {"augment": {"hflip": 0.5}}}, [], ["ssl.augment.hflip", "hflip_p"]),
+        ({"nonsense": {}}, [], ["'nonsense'", "valid keys", "diffusion"]),
+        ({"ssl": {"epochs": "many"}}, [], ["ssl.epochs", "integer", "'many'"]),
+        ({"data": {"download": "perhaps"}}, [], ["data.download", "boolean"]),
+        ({"positives": {"weight": 1.5}}, [], ["positives.weight", "less than or equal to 1", "1.5"]),
+        ({"ssl": {"batch_size": 1}}, [], ["ssl.batch_size", "greater than or equal to 2"]),
+        ({}, ["diffusion.beta_end=0.00001"], ["diffusion", "beta_start < beta_end"]),
+        ({"data": {"source": "cifar10"}}, [], ["data", "root is required", "data.root"]),
+        ({"data": {"source": "digits", "test_split": "val"}}, [], ["test_split 'val'", "['train', 'test']"]),
+        ({}, ["ssl.method=byol"], ["ssl.method", "'byol'", "--set ssl.method="]),
+    ],
+)
+def test_validation_errors_name_the_field(tmp_path: Path, raw: dict, overrides: list[str], names: list[str]) -> None:
+    path = write_yaml(tmp_path, raw)
+    with pytest.raises(ClspError) as caught:
+        load_config(path, overrides)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    for name in names:
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("ssl.epochs", "expected section.key=value"),
+        ("epochs=3", "expected section.key=value"),
+        ("ssl.epochs=[1", "not valid YAML"),
+    ],
+)
+def test_bad_override_strings(override: str, needle: str) -> None:
+    with pytest.raises(ClspError, match="--set") as caught:
+        config_from_dict({}, "x.yaml", [override])
+    assert needle in str(caught.value)
+
+
+def test_override_cannot_descend_into_a_value() -> None:
+    with pytest.raises(ClspError, match="ssl.epochs is a value"):
+        config_from_dict({"ssl": {"epochs": 3}}, "x.yaml", ["ssl.epochs.deep=3"])
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ClspError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data:\n  source: [digits\n")
+    with pytest.raises(ClspError, match=r"broken.yaml: not valid YAML at line \d"):
+        load_config(broken)
+    listing = write_yaml(tmp_path, [1, 2], "list.yaml")
+    with pytest.raises(ClspError, match="top level must be a mapping"):
+        load_config(listing)
+
+
+def test_source_dependent_defaults() -> None:
+    assert config_from_dict({}).data.image_size == 16
+    folder = config_from_dict({"data": {"source": "folder", "root": "imgs"}}).data
+    assert (folder.train_split, folder.labeled_split, folder.test_split, folder.image_size) == (
+        "all",
+        "all",
+        "all",
+        None,
+    )
