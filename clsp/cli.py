@@ -1,14 +1,17 @@
 """The ``clsp`` command: thin wrappers that parse, load the config, call the library and print a summary."""
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from clsp.cli_args import ConfigArgument, SetOption
 from clsp.config import load_config, save_resolved_config
+from clsp.diffusion.commands import diffusion_app
 from clsp.errors import ClspError
+from clsp.positives.commands import positives_app
 from clsp.progress import print_summary, status_console
+from clsp.ssl.commands import train_command
 
 app = typer.Typer(
     help="Contrastive Learning with Synthetic Positives (Zeng et al., ECCV 2024). "
@@ -20,12 +23,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-ConfigArgument = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/digits.yaml.", show_default=False)]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config field, e.g. --set data.image_size=32 (repeatable)."),
-]
+app.add_typer(diffusion_app, name="diffusion")
+app.add_typer(positives_app, name="positives")
+app.command("train")(train_command)
 
 
 @app.command()

@@ -101,7 +101,9 @@ class DiffusionConfig(Section):
     hflip: bool = True
     mixed_precision: Precision = "no"
     save_every_epochs: int = Field(200, ge=1)
-    num_workers: int = Field(2, ge=0)
+    """Save the Accelerate resume state every this many epochs (and at the end, and on Ctrl-C)."""
+    num_samples: int = Field(64, ge=0)
+    """Unconditional samples drawn into ``diffusion/samples.png`` after training (0: none)."""
 
     @model_validator(mode="after")
     def _check_betas(self) -> "DiffusionConfig":
@@ -181,10 +183,17 @@ class SSLConfig(Section):
     queue_size: int = Field(32768, ge=1)
     nnclr_support_size: int = Field(98304, ge=1)
     augment: AugmentConfig = AugmentConfig()
+    probe_lr: PositiveFloat = 0.1
+    """Online linear probe (on detached features, labelled data only): constant SGD lr, momentum 0.9, no decay."""
     mixed_precision: Precision = "no"
     sync_bn: bool = False
+    """BatchNorm statistics over all processes' batches (the reference uses per-GPU BN)."""
     num_workers: int = Field(4, ge=0)
+    """DataLoader worker processes per training process."""
     save_every_epochs: int = Field(100, ge=1)
+    """Save the Accelerate resume state every this many epochs (and at the end)."""
+    tensorboard: bool = False
+    """Also log the per-epoch metrics to TensorBoard (<output_dir>/ssl/tensorboard; needs the tensorboard package)."""
 
 
 class EvalConfig(Section):

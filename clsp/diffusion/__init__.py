@@ -1,0 +1,1 @@
+"""Diffusion: UNet presets, DDPM training, and the interpolating sampler that makes synthetic positives."""

@@ -1,0 +1,64 @@
+"""``clsp diffusion train`` and ``clsp diffusion preview``: parse, load the config, call the library, summarise."""
+
+from typing import Annotated
+
+import typer
+
+from clsp.cli_args import ConfigArgument, SetOption
+from clsp.config import load_config
+from clsp.errors import ClspError
+from clsp.progress import print_summary
+
+diffusion_app = typer.Typer(
+    help="Train the DDPM (method.md 1) and look at its anchor-interpolated samples (method.md 2).",
+    no_args_is_help=True,
+)
+
+
+@diffusion_app.command("train")
+def train(
+    config: ConfigArgument,
+    overrides: SetOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <output_dir>/diffusion/state.")] = False,
+) -> None:
+    """Train the DDPM; writes <output_dir>/unet (EMA weights) and diffusion/{state,samples.png,config.yaml}.
+
+    Multi-GPU: accelerate launch clsp/diffusion/train.py --config CONFIG [--set k=v] [--resume].
+    """
+    from clsp.diffusion.train import run_training  # torch loads slowly: only once the command parsed
+
+    run_training(config, overrides or [], resume)
+
+
+def _parse_weights(text: str) -> list[float]:
+    try:
+        weights = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ClspError(f"--weights {text!r}: expected comma-separated numbers, e.g. 0,0.1,0.5,1") from None
+    if not weights or any(not 0 <= w <= 1 for w in weights):
+        raise ClspError(f"--weights {text!r}: give one or more weights in [0,1], e.g. 0,0.1,0.5,1")
+    return weights
+
+
+@diffusion_app.command("preview")
+def preview(
+    config: ConfigArgument,
+    overrides: SetOption = None,
+    anchors: Annotated[int, typer.Option("--anchors", min=1, help="Rows: anchors from the training split.")] = 8,
+    weights: Annotated[str, typer.Option("--weights", help="Columns: comma-separated w in [0,1].")] = "0,0.1,0.5,1",
+) -> None:
+    """Write <output_dir>/diffusion/preview.png: anchors in the first column, one column of positives per w."""
+    parsed = _parse_weights(weights)
+    cfg = load_config(config, overrides or [])
+    from clsp.diffusion.preview import preview_positives
+
+    path = preview_positives(cfg, anchors, parsed)
+    p = cfg.positives
+    print_summary(
+        "diffusion preview",
+        {
+            "grid": path,
+            "anchors x weights": f"{anchors} x {parsed}",
+            "sampler": f"{p.solver}, {p.num_steps} steps, eta {p.eta}, {p.num_layers} layer(s), {p.precision}",
+        },
+    )

@@ -1,0 +1,201 @@
+"""The interpolating DDIM sampler (method.md 2.2-2.3): every step re-noises the anchor and blends features.
+
+The loop takes any denoiser callable ``(x_t, anchor_t, t, w) -> eps``, so the torch module, ONNX Runtime
+and TensorRT backends share it. All noise comes from one random stream per ``(image index, candidate
+index)``, so a positive does not depend on the batch it was made in.
+"""
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from torch import Tensor
+
+from clsp.config import Config
+from clsp.errors import ClspError
+
+Denoiser = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""``(x_t [B,C,H,W] float, anchor_t [B,C,H,W] float, t [B] int64, w [B] float) -> eps [B,C,H,W]``."""
+
+Solver = Literal["ddim", "dpm-solver++"]
+Scheduler = DDIMScheduler | DPMSolverMultistepScheduler
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Everything that decides a positive besides the model, the anchor and the seed."""
+
+    num_steps: int
+    eta: float
+    solver: Solver
+    precision: Literal["fp32", "bf16"]
+    num_train_timesteps: int
+    beta_start: float
+    beta_end: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "SamplerSettings":
+        p, d = cfg.positives, cfg.diffusion
+        return cls(p.num_steps, p.eta, p.solver, p.precision, d.num_train_timesteps, d.beta_start, d.beta_end)
+
+
+def make_scheduler(settings: SamplerSettings) -> Scheduler:
+    """A fresh scheduler on the spec's grid: ``num_steps`` 100 of T 1000 visits t = 999, 989, ..., 9."""
+    common = {
+        "num_train_timesteps": settings.num_train_timesteps,
+        "beta_start": settings.beta_start,
+        "beta_end": settings.beta_end,
+        "beta_schedule": "linear",
+        "timestep_spacing": "trailing",
+    }
+    if settings.solver == "ddim":
+        # diffusers steps from t to t - T // num_steps, which is the trailing grid only when it divides T.
+        if settings.num_train_timesteps % settings.num_steps:
+            raise ClspError(
+                f"positives.num_steps={settings.num_steps} must divide diffusion.num_train_timesteps="
+                f"{settings.num_train_timesteps} for DDIM; use e.g. 50, 100 or 200"
+            )
+        scheduler = DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+    else:
+        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    scheduler.set_timesteps(settings.num_steps)
+    return scheduler
+
+
+class NoiseStreams:
+    """One independent Gaussian stream per ``(seed, image index, candidate index)``.
+
+    Each call to :meth:`draw` takes the next tensor from every stream, so a sample's noise depends only on
+    its own key and on how many draws came before, never on its batch neighbours.
+    """
+
+    def __init__(self, seed: int, image_indices: Tensor, candidate_indices: Tensor) -> None:
+        self.generators = []
+        for image, candidate in zip(image_indices.tolist(), candidate_indices.tolist(), strict=True):
+            key = np.random.SeedSequence([seed, image, candidate]).generate_state(1, np.uint64)[0]
+            self.generators.append(torch.Generator().manual_seed(int(key)))
+
+    def draw(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        """float32 ``[B, *shape]``, drawn on the CPU so every device gets the same numbers."""
+        noise = [torch.randn(shape, generator=g) for g in self.generators]
+        return torch.stack(noise).to(device)
+
+
+def check_inputs(anchors: Tensor, weight: Tensor, sample_shape: tuple[int, int, int] | None) -> None:
+    """Raise ClspError unless anchors are float ``[B, *sample_shape]`` in [-1, 1] and weights ``[B]`` in [0, 1]."""
+    if anchors.ndim != 4 or not anchors.is_floating_point():
+        raise ClspError(
+            f"anchors must be float [B,C,H,W] in [-1,1], got {anchors.dtype} {tuple(anchors.shape)}; "
+            "convert uint8 images with images_to_model()"
+        )
+    if sample_shape is not None and tuple(anchors.shape[1:]) != tuple(sample_shape):
+        raise ClspError(
+            f"anchors have shape [C,H,W]={list(anchors.shape[1:])} but the UNet takes {list(sample_shape)}; "
+            "set data.image_size (and the source's channels) to match the UNet"
+        )
+    if anchors.numel() and (anchors.min() < -1 or anchors.max() > 1):
+        raise ClspError(
+            f"anchors must lie in [-1,1], got [{anchors.min().item():.3g}, {anchors.max().item():.3g}]; "
+            "convert uint8 images with images_to_model()"
+        )
+    if weight.shape != anchors.shape[:1]:
+        raise ClspError(f"w must be a scalar or one value per anchor, got shape {tuple(weight.shape)}")
+    if weight.numel() and (weight.min() < 0 or weight.max() > 1):
+        raise ClspError(f"w (positives.weight) must lie in [0,1], got {weight.min().item():g}..{weight.max().item():g}")
+
+
+def interpolation_step(
+    denoiser: Denoiser,
+    scheduler: Scheduler,
+    x_t: Tensor,
+    anchors: Tensor,
+    t: int,
+    w: Tensor,
+    anchor_noise: Tensor,
+    variance_noise: Tensor | None,
+    eta: float,
+    precision: Literal["fp32", "bf16"] = "fp32",
+) -> Tensor:
+    """One sampler step t -> t': re-noise the anchor with q(a_t | a_0), predict eps with blending, step.
+
+    ``x_t``, ``anchors`` (clean, in [-1, 1]) and the noises are float32 ``[B, C, H, W]``; ``w`` float ``[B]``.
+    ``variance_noise`` is DDIM's z (unused when ``eta`` is 0 or the solver is deterministic).
+    """
+    alpha_bar = scheduler.alphas_cumprod[t].to(x_t.device)
+    anchor_t = alpha_bar.sqrt() * anchors + (1 - alpha_bar).sqrt() * anchor_noise
+    timesteps = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
+    autocast = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with autocast:
+        eps = denoiser(x_t, anchor_t, timesteps, w)
+    eps = torch.as_tensor(eps, device=x_t.device).float()
+    if isinstance(scheduler, DDIMScheduler):
+        return scheduler.step(eps, t, x_t, eta=eta, variance_noise=variance_noise).prev_sample
+    return scheduler.step(eps, t, x_t).prev_sample
+
+
+@torch.no_grad()
+def sample_positives(
+    denoiser: Denoiser,
+    anchors: Tensor,
+    weight: float | Tensor,
+    image_indices: Tensor,
+    candidate_indices: Tensor,
+    seed: int,
+    settings: SamplerSettings,
+    sample_shape: tuple[int, int, int] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> Tensor:
+    """Generate one synthetic positive per anchor.
+
+    Args:
+        denoiser: ``(x_t, anchor_t, t, w) -> eps``, e.g. :class:`~clsp.diffusion.unet.InterpolatingDenoiser`.
+        anchors: float ``[B, C, H, W]`` in [-1, 1], clean images (on the device the denoiser runs on).
+        weight: w in [0, 1], scalar or float ``[B]``; 1 is unconditional sampling.
+        image_indices, candidate_indices: int ``[B]``, with ``seed`` the key of each sample's noise.
+        settings: steps, eta, solver, precision and the training noise schedule.
+        sample_shape: ``(C, H, W)`` the denoiser expects; None skips that check.
+        on_step: called after every step (progress bars).
+
+    Returns:
+        float32 ``[B, C, H, W]`` clipped to [-1, 1].
+
+    Each sample's stream is drawn in a fixed order: x_T, then per step the anchor's noise and, for DDIM
+    with eta > 0, the step noise z. Changing that order changes every stored positive.
+    """
+    weight = torch.as_tensor(weight, dtype=torch.float32, device=anchors.device)
+    if weight.ndim == 0:
+        weight = weight.expand(anchors.shape[:1])
+    check_inputs(anchors, weight, sample_shape)
+    scheduler = make_scheduler(settings)
+    stochastic = isinstance(scheduler, DDIMScheduler) and settings.eta > 0
+    anchors = anchors.float()
+    noise = NoiseStreams(seed, image_indices, candidate_indices)
+    shape = tuple(anchors.shape[1:])
+    x = noise.draw(shape, anchors.device)
+    for t in scheduler.timesteps.tolist():
+        anchor_noise = noise.draw(shape, anchors.device)
+        variance_noise = noise.draw(shape, anchors.device) if stochastic else None
+        x = interpolation_step(
+            denoiser, scheduler, x, anchors, t, weight, anchor_noise, variance_noise, settings.eta, settings.precision
+        )
+        if on_step is not None:
+            on_step()
+    return x.clamp(-1, 1)
+
+
+def images_to_model(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``[N, H, W, C]`` images -> float32 ``[N, C, H, W]`` in [-1, 1]."""
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ClspError(f"expected uint8 [N,H,W,C] images, got {images.dtype} {tuple(images.shape)}")
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def model_to_images(x: Tensor) -> np.ndarray:
+    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]``, truncating like the reference (method.md 2.3)."""
+    scaled = (x.detach().float().clamp(-1, 1) + 1) / 2 * 255
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

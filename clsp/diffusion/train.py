@@ -1,0 +1,325 @@
+"""DDPM training (method.md 1.2) with Accelerate and an EMA of the weights.
+
+Run as ``accelerate launch clsp/diffusion/train.py --config configs/digits.yaml [--set k=v] [--resume]`` or
+through ``clsp diffusion train``; both call :func:`train_diffusion`.
+
+Every batch (its images, flips, timesteps and noise) is a function of ``(run.seed, step, process)``, so a
+resumed run draws exactly what the uninterrupted run would have drawn.
+"""
+
+import argparse
+import copy
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from diffusers import UNet2DModel
+from diffusers.training_utils import EMAModel
+from rich.progress import TextColumn
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from clsp.config import Config, load_config, save_resolved_config
+from clsp.data import load_images
+from clsp.data.imageset import resize_images
+from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_images, sample_positives
+from clsp.diffusion.unet import load_unet
+from clsp.errors import ClspError
+from clsp.grid import save_image_grid
+from clsp.progress import print_summary, progress_bar, warn
+
+
+@dataclass
+class TrainResult:
+    """What a training run did and where it wrote."""
+
+    step: int
+    total_steps: int
+    losses: list[float] = field(repr=False)
+    """The loss of every step this call ran."""
+    seconds: float
+    interrupted: bool
+    unet_dir: Path | None
+    samples: Path | None
+    state_dir: Path
+
+    def summary(self) -> dict[str, object]:
+        last = self.losses[-50:]
+        return {
+            "steps": f"{self.step} / {self.total_steps}" + (" (interrupted: rerun with --resume)" * self.interrupted),
+            "loss (mean of last 50 steps)": f"{sum(last) / len(last):.4f}" if last else "-",
+            "time": f"{self.seconds:.0f} s",
+            "EMA UNet": self.unet_dir or "-",
+            "samples": self.samples or "-",
+            "resume state": self.state_dir,
+        }
+
+
+PROGRESS_FILE, EMA_FILE = "progress.json", "ema.safetensors"
+
+
+def save_progress(directory: Path, step: int, ema: EMAModel) -> None:
+    """Store the step count and the EMA weights beside Accelerate's state, as JSON and safetensors.
+
+    Accelerate would pickle registered objects and unpickle them on load; these two formats cannot run code.
+    """
+    save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, directory / EMA_FILE)
+    progress = {"step": step, "ema_optimization_step": ema.optimization_step}
+    (directory / PROGRESS_FILE).write_text(json.dumps(progress), encoding="utf-8")
+
+
+def load_progress(directory: Path, ema: EMAModel) -> int:
+    """Restore the EMA weights saved by :func:`save_progress` and return the step count."""
+    progress = json.loads((directory / PROGRESS_FILE).read_text(encoding="utf-8"))
+    shadows = load_file(directory / EMA_FILE)
+    for i, p in enumerate(ema.shadow_params):
+        p.copy_(shadows[str(i)])
+    ema.optimization_step = progress["ema_optimization_step"]
+    return int(progress["step"])
+
+
+def _generator(*key: int) -> torch.Generator:
+    """A CPU generator keyed by ``key``; keys start with their seed and a stream tag (0: data order, 1: draws)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0]))
+
+
+def training_loss(unet: torch.nn.Module, alphas_cumprod: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """ε-prediction MSE: ``x0`` float ``[B,C,H,W]`` in [-1,1], ``t`` int64 ``[B]``, ``noise`` like ``x0``."""
+    alpha_bar = alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+    return F.mse_loss(unet(x_t, t).sample.float(), noise)
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[list[bool]]:
+    """Turn Ctrl-C into a flag the loop checks between steps, so the saved state is never half-updated."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _staging_dir(target: Path) -> Path:
+    """An empty folder beside ``target`` to write into before :func:`_swap_in`."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace ``target`` by the finished folder ``tmp``, so an interruption never leaves half a folder."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _accelerator(precision: str) -> Accelerator:
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ClspError("diffusion.mixed_precision=fp16 needs a CUDA GPU; use bf16 or no")
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ClspError("diffusion.mixed_precision=bf16: this GPU has no bf16; use fp16 or no")
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision:
+        # Accelerate fixes one precision per process; a process that runs several stages (the demo) may need
+        # another one here. The process group lives in PartialState, which stays.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision)
+
+
+def save_samples(unet: UNet2DModel, cfg: Config, path: Path) -> Path:
+    """Draw ``diffusion.num_samples`` unconditional DDIM samples (positives' steps and eta) into a PNG grid."""
+    n = cfg.diffusion.num_samples
+    device = next(unet.parameters()).device
+    settings = SamplerSettings.from_config(cfg)
+    shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+
+    def plain(x_t: Tensor, anchor_t: Tensor, t: Tensor, w: Tensor) -> Tensor:
+        return unet(x_t, t).sample
+
+    with progress_bar() as bar:
+        task = bar.add_task("unconditional samples", total=settings.num_steps)
+        x = sample_positives(
+            plain,
+            torch.zeros(shape, device=device),
+            1.0,
+            torch.arange(n),
+            torch.zeros(n, dtype=torch.long),
+            cfg.run.seed,
+            settings,
+            on_step=lambda: bar.advance(task),
+        )
+    return save_image_grid(model_to_images(x), path, nrow=int(np.ceil(np.sqrt(n))))
+
+
+def training_images(cfg: Config) -> np.ndarray:
+    """uint8 ``[N, H, W, C]``: the training split, resized to ``diffusion.image_size`` when that is set."""
+    images = load_images(cfg.data, cfg.data.train_split).images
+    size = cfg.diffusion.image_size
+    return images if size is None else resize_images(images, size)
+
+
+def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
+    """Train the DDPM of ``cfg.diffusion`` on ``cfg.data``'s training split.
+
+    Writes ``<run.output_dir>/unet/`` (EMA weights), ``diffusion/state/`` (Accelerate state, saved every
+    ``save_every_epochs`` and on Ctrl-C), ``diffusion/samples.png`` and ``diffusion/config.yaml``.
+    ``resume`` continues from ``diffusion/state/`` with the same step count, EMA and optimizer state.
+    """
+    d = cfg.diffusion
+    started = time.perf_counter()
+    out = cfg.run.output_dir
+    state_dir = out / "diffusion" / "state"
+    if resume and not state_dir.is_dir():
+        raise ClspError(f"--resume: no saved state in {state_dir}; start without --resume")
+    accelerator = _accelerator(d.mixed_precision)
+    main = accelerator.is_main_process
+
+    images = torch.from_numpy(training_images(cfg))
+    n, size, channels = images.shape[0], images.shape[1], images.shape[3]
+    per_step = d.batch_size * accelerator.num_processes
+    steps_per_epoch = n // per_step
+    if steps_per_epoch == 0:
+        raise ClspError(
+            f"diffusion.batch_size={d.batch_size} x {accelerator.num_processes} processes exceeds the "
+            f"{n} training images; lower diffusion.batch_size"
+        )
+    total_steps = d.epochs * steps_per_epoch
+    save_every = d.save_every_epochs * steps_per_epoch
+
+    torch.manual_seed(cfg.run.seed)
+    unet = load_unet(d.unet, size, channels, d.dropout)
+    unet.train()
+    ema = EMAModel(unet.parameters(), decay=d.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
+    # diffusers' EMAModel ramps the decay as (1+n)/(10+n) up to ema_decay, where the reference holds 0.9999
+    # from step 1; over the paper's ~200k steps the two agree, and short CPU runs need the ramp.
+    optimizer = torch.optim.Adam(unet.parameters(), lr=d.lr)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    ema.to(accelerator.device)
+    step = 0
+    if resume:
+        accelerator.load_state(str(state_dir))
+        step = load_progress(state_dir, ema)
+    elif state_dir.is_dir() and main:
+        warn(f"{state_dir} holds an earlier run's state; starting over (pass --resume to continue it)")
+    if main:
+        save_resolved_config(cfg, out / "diffusion")
+
+    alphas_cumprod = torch.cumprod(
+        1 - torch.linspace(d.beta_start, d.beta_end, d.num_train_timesteps, dtype=torch.float64), 0
+    ).float()
+    alphas_cumprod = alphas_cumprod.to(accelerator.device)
+
+    def save_state() -> None:
+        tmp = _staging_dir(state_dir) if main else state_dir.with_name(f".{state_dir.name}.tmp")
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))  # every process writes its own RNG state; the main one the rest
+        accelerator.wait_for_everyone()
+        if main:
+            save_progress(tmp, step, ema)
+            _swap_in(tmp, state_dir)
+        accelerator.wait_for_everyone()
+
+    losses: list[float] = []
+    interrupted = False
+    rank, epoch_order = accelerator.process_index, (-1, torch.empty(0))
+    with _stop_on_interrupt() as stop, progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
+        task = bar.add_task("DDPM training", total=total_steps, completed=step, loss="-", visible=main)
+        while step < total_steps:
+            epoch, i = divmod(step, steps_per_epoch)
+            if epoch_order[0] != epoch:
+                epoch_order = (epoch, torch.randperm(n, generator=_generator(cfg.run.seed, 0, epoch)))
+            start = i * per_step + rank * d.batch_size
+            x0 = images_to_model(images[epoch_order[1][start : start + d.batch_size]])
+            g = _generator(cfg.run.seed, 1, step, rank)
+            if d.hflip:
+                x0 = torch.where(torch.rand(x0.shape[0], 1, 1, 1, generator=g) < 0.5, x0.flip(3), x0)
+            t = torch.randint(0, d.num_train_timesteps, (x0.shape[0],), generator=g)
+            noise = torch.randn(x0.shape, generator=g)
+            x0, t, noise = (v.to(accelerator.device) for v in (x0, t, noise))
+
+            # linear warm-up, then constant (method.md 1.2: LambdaLR factor min(step, warmup) / warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = d.lr * (min(step, d.warmup_steps) / d.warmup_steps if d.warmup_steps else 1.0)
+            loss = training_loss(unet, alphas_cumprod, x0, t, noise)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(unet.parameters(), d.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(accelerator.unwrap_model(unet).parameters())
+            step += 1
+
+            losses.append(loss.item())
+            bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
+            interrupted = _any_process(accelerator, stop[0])
+            if interrupted or step % save_every == 0 or step == total_steps:
+                save_state()
+            if interrupted:
+                break
+
+    unet_dir = samples = None
+    if not interrupted and main:
+        final = copy.deepcopy(accelerator.unwrap_model(unet)).eval()
+        ema.copy_to(final.parameters())
+        unet_dir = out / "unet"
+        tmp = _staging_dir(unet_dir)
+        final.save_pretrained(tmp)
+        _swap_in(tmp, unet_dir)
+        samples = save_samples(final, cfg, out / "diffusion" / "samples.png") if d.num_samples else None
+    accelerator.wait_for_everyone()
+    return TrainResult(
+        step, total_steps, losses, time.perf_counter() - started, interrupted, unet_dir, samples, state_dir
+    )
+
+
+def _any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every process when ``flag`` is set on any, so all of them stop after the same step."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
+
+
+def run_training(config: Path, overrides: list[str], resume: bool) -> TrainResult:
+    """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script)."""
+    result = train_diffusion(load_config(config, overrides), resume)
+    if PartialState().is_main_process:
+        print_summary("DDPM training", result.summary())
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/digits.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/diffusion/state")
+    args = parser.parse_args(argv)
+    try:
+        run_training(args.config, args.overrides, args.resume)
+    except ClspError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    main()

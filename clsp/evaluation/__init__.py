@@ -1,0 +1,1 @@
+"""Evaluation of learned features: linear probe, weighted kNN, plots and the report."""

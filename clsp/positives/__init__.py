@@ -1,0 +1,1 @@
+"""Synthetic positives: the sharded store and the generation driver."""

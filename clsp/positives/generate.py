@@ -1,0 +1,178 @@
+"""Fill a :class:`PositiveStore` with k synthetic positives per training image (method.md 2.4).
+
+Shards are dealt round-robin to the Accelerate processes (``accelerate launch -m clsp.cli positives generate``
+or ``torchrun --nproc_per_node N -m clsp.cli positives generate``); finished shards are skipped, so a rerun
+after an interruption only does what is left. Every positive's noise is keyed by (seed, image index, candidate
+index), so the store is the same for any batch size, process count or resume point.
+"""
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from rich.progress import TextColumn
+
+from clsp.config import Config, save_resolved_config
+from clsp.data import ImageSet, load_images
+from clsp.data.imageset import resize_images
+from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, model_to_images, sample_positives
+from clsp.diffusion.unet import InterpolatingDenoiser, load_trained_unet
+from clsp.errors import ClspError
+from clsp.positives.store import PositiveStore
+from clsp.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    store: Path
+    generated: int
+    """Positives written by this run (all processes)."""
+    seconds: float
+    complete: bool
+    num_processes: int
+
+    def summary(self) -> dict[str, object]:
+        rate = self.generated / self.seconds if self.seconds > 0 else 0.0
+        return {
+            "store": self.store,
+            "positives written now": self.generated,
+            "wall time": f"{self.seconds:.1f} s",
+            "positives / s": f"{rate:.2f}",
+            "processes": self.num_processes,
+            "complete": "yes" if self.complete else "no: rerun to finish",
+        }
+
+
+def unet_content_hash(unet: torch.nn.Module) -> str:
+    """SHA-256 over the UNet's parameter and buffer names, shapes and values: which weights made the positives."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(unet.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def store_path(cfg: Config) -> Path:
+    return cfg.ssl.positives or cfg.run.output_dir / "positives"
+
+
+def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, np.ndarray]:
+    """The training split (its first ``limit`` images when given) and its anchors: uint8 ``[N, H, W, C]``
+    resized to ``diffusion.image_size`` when that is set."""
+    images = load_images(cfg.data, cfg.data.train_split)
+    if limit is not None:
+        images = ImageSet(
+            f"{images.name}[:{limit}]",
+            images.images[:limit],
+            None if images.labels is None else images.labels[:limit],
+            images.class_names,
+        )
+    size = cfg.diffusion.image_size
+    return images, images.images if size is None else resize_images(images.images, size)
+
+
+def generate_shard(
+    denoiser: Denoiser,
+    anchors: np.ndarray,
+    rows: range,
+    num_candidates: int,
+    weight: float,
+    seed: int,
+    settings: SamplerSettings,
+    batch_size: int,
+    device: torch.device,
+    on_batch=None,
+) -> np.ndarray:
+    """All k candidates of dataset rows ``rows``: uint8 ``[len(rows), k, H, W, C]``.
+
+    The (row, candidate) pairs are flattened and sampled ``batch_size`` at a time.
+    """
+    pairs = [(i, j) for i in rows for j in range(num_candidates)]
+    out = np.empty((len(rows), num_candidates, *anchors.shape[1:]), dtype=np.uint8)
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        image_idx = torch.tensor([i for i, _ in batch])
+        cand_idx = torch.tensor([j for _, j in batch])
+        x0 = images_to_model(anchors[image_idx.numpy()]).to(device)
+        samples = sample_positives(denoiser, x0, weight, image_idx, cand_idx, seed, settings)
+        out[image_idx.numpy() - rows.start, cand_idx.numpy()] = model_to_images(samples)
+        if on_batch is not None:
+            on_batch(len(batch))
+    return out
+
+
+def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResult:
+    """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``)."""
+    if cfg.positives.backend != "torch":
+        raise ClspError(
+            f"positives.backend={cfg.positives.backend!r} needs exported artifacts (clsp export), which this "
+            "version cannot load yet; use positives.backend=torch"
+        )
+    if limit is not None and limit < 1:
+        raise ClspError(f"--limit must be at least 1, got {limit}")
+    accelerator = Accelerator()
+    p = cfg.positives
+    dataset, anchors = anchor_images(cfg, limit)
+    unet = load_trained_unet(cfg)
+    denoiser = InterpolatingDenoiser(unet, p.num_layers).to(accelerator.device).eval()
+    if tuple(denoiser.sample_shape) != (anchors.shape[3], anchors.shape[1], anchors.shape[2]):
+        raise ClspError(
+            f"the UNet makes {list(denoiser.sample_shape)} [C,H,W] images but the anchors are "
+            f"{list(anchors.shape[1:])} [H,W,C]; set diffusion.image_size to the UNet's size"
+        )
+    settings = SamplerSettings.from_config(cfg)
+    provenance = {
+        "dataset": dataset.name,
+        "unet_sha256": unet_content_hash(unet),
+        "sampler": {"weight": p.weight, "num_layers": p.num_layers, **settings.__dict__},
+        "seed": p.seed,
+    }
+    root = store_path(cfg)
+    header = dict(
+        n=len(dataset),
+        num_candidates=p.num_candidates,
+        image_shape=anchors.shape[1:],
+        dataset_fingerprint=dataset.fingerprint,
+        provenance=provenance,
+        shard_size=p.shard_size,
+    )
+    if accelerator.is_main_process:
+        store = PositiveStore.create(root, **header)
+        save_resolved_config(cfg, root)
+    accelerator.wait_for_everyone()
+    store = PositiveStore.create(root, **header) if not accelerator.is_main_process else store
+    todo = [s for s in store.missing_shards() if s % accelerator.num_processes == accelerator.process_index]
+    mine = sum(len(store.shard_rows(s)) for s in todo) * p.num_candidates
+    started = time.perf_counter()
+    with progress_bar(TextColumn("{task.fields[rate]} positives/s")) as progress:
+        task = progress.add_task(
+            f"positives (process {accelerator.process_index + 1}/{accelerator.num_processes})",
+            total=mine,
+            rate="-",
+            visible=accelerator.is_local_main_process,
+        )
+
+        def advance(count: int) -> None:
+            done = progress.tasks[task].completed + count
+            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):.2f}")
+
+        for shard in todo:
+            positives = generate_shard(
+                denoiser, anchors, store.shard_rows(shard), p.num_candidates, p.weight, p.seed, settings,
+                p.batch_size, accelerator.device, advance,
+            )  # fmt: skip
+            store.write_shard(shard, positives)
+    written = accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").item()
+    accelerator.wait_for_everyone()
+    final = PositiveStore.open(root, check="none")
+    return GenerationResult(
+        store=root,
+        generated=int(written),
+        seconds=time.perf_counter() - started,
+        complete=final.is_complete,
+        num_processes=accelerator.num_processes,
+    )

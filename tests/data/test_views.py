@@ -1,0 +1,87 @@
+"""The multi-view dataset and the global batch sampler (method.md 3.1)."""
+
+import numpy as np
+import pytest
+import torch
+
+from clsp.config import AugmentConfig
+from clsp.data.augment import build_augmentation
+from clsp.data.views import GlobalBatchSampler, MultiViewDataset, open_positives
+from clsp.errors import ClspError
+from clsp.positives.store import PositiveStore
+
+N, K = 20, 4
+# No colour changes and a full-size crop: pixel values survive, so v3 reveals which candidate was drawn.
+PLAIN = AugmentConfig(crop_scale=(1.0, 1.0), color_jitter_p=0.0, grayscale_p=0.0, hflip_p=0.0)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Candidate j of every image is a constant image of value 10 * (j + 1)."""
+    s = PositiveStore.create(
+        tmp_path / "pos", n=N, num_candidates=K, image_shape=(8, 8, 1), dataset_fingerprint="fp",
+        provenance={}, shard_size=8,
+    )  # fmt: skip
+    values = np.arange(1, K + 1, dtype=np.uint8) * 10
+    for index in s.missing_shards():
+        rows = len(s.shard_rows(index))
+        s.write_shard(index, np.broadcast_to(values[None, :, None, None, None], (rows, K, 8, 8, 1)).copy())
+    return s
+
+
+def dataset(store, third_view="synthetic", num_candidates=K):
+    images = np.full((N, 12, 12, 1), 200, dtype=np.uint8)
+    transform = build_augmentation(PLAIN, 12, (0.0,), (1 / 255,))  # back to 0..255 values
+    labels = np.arange(N) % 3
+    return MultiViewDataset(images, labels, transform, 7, third_view, store, num_candidates)
+
+
+def drawn_candidate(item) -> int:
+    return round(item["v3"].mean().item() / 10) - 1
+
+
+def test_synthetic_candidate_is_uniform_among_the_first_num_candidates(store):
+    ds = dataset(store, num_candidates=3)
+    draws = [drawn_candidate(ds[(epoch, 5)]) for epoch in range(300)]
+    counts = np.bincount(draws, minlength=K)
+    assert counts[3] == 0 and counts[:3].min() > 70  # ~100 each
+    item = ds[(0, 5)]
+    assert item["v1"].shape == (1, 12, 12) and item["v3"].shape == (1, 12, 12) and item["label"] == 2
+
+
+def test_items_repeat_per_key_and_differ_across_epochs(store):
+    full = MultiViewDataset(
+        np.random.default_rng(0).integers(0, 256, (N, 12, 12, 1), dtype=np.uint8), None,
+        build_augmentation(AugmentConfig(), 12, (0.5,), (0.5,)), 7, "synthetic", store, K,
+    )  # fmt: skip
+    a, b, c = full[(0, 3)], full[(0, 3)], full[(1, 3)]
+    assert all(torch.equal(a[k], b[k]) for k in ("v1", "v2", "v3"))
+    assert not torch.equal(a["v1"], c["v1"]) and not torch.equal(a["v1"], a["v2"])
+    assert a["label"] == -1
+
+
+def test_real_ablation_and_baseline_views(store):
+    assert drawn_candidate(dataset(store, "real")[(0, 0)]) == 19  # 200 / 10 - 1: the real image
+    assert "v3" not in dataset(None, "none")[(0, 0)]
+
+
+def test_two_processes_together_see_what_one_process_sees():
+    one = list(GlobalBatchSampler(50, 8, 0, 1, 3, 0, 13))
+    r0 = list(GlobalBatchSampler(50, 8, 0, 2, 3, 0, 13))
+    r1 = list(GlobalBatchSampler(50, 8, 1, 2, 3, 0, 13))
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == one
+    assert len(one) == 13 and one[6][0][0] == 1  # 6 steps per epoch (drop_last), step 6 is in epoch 1
+    assert len({k for batch in one[:6] for k in batch}) == 48
+    assert list(GlobalBatchSampler(50, 8, 0, 1, 3, 4, 13)) == one[4:]
+
+
+def test_store_checks(store, tmp_path):
+    assert open_positives(store.root, N, 1, "fp", "digits").num_candidates == K
+    with pytest.raises(ClspError, match="N 20"):
+        open_positives(store.root, N + 1, 1, "fp", "digits")
+    with pytest.raises(ClspError, match="fingerprint"):
+        open_positives(store.root, N, 1, "other", "digits")
+    with pytest.raises(ClspError, match="channels"):
+        open_positives(store.root, N, 3, "fp", "cifar10")
+    with pytest.raises(ClspError, match="clsp positives generate"):
+        open_positives(tmp_path / "missing", N, 1, "fp", "digits")

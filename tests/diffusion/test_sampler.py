@@ -1,0 +1,186 @@
+import numpy as np
+import pytest
+import torch
+
+from clsp.diffusion.sampler import (
+    NoiseStreams,
+    SamplerSettings,
+    images_to_model,
+    interpolation_step,
+    make_scheduler,
+    model_to_images,
+    sample_positives,
+)
+from clsp.diffusion.unet import InterpolatingDenoiser, build_unet
+from clsp.errors import ClspError
+
+
+def _settings(**changes) -> SamplerSettings:
+    base = {
+        "num_steps": 100,
+        "eta": 0.1,
+        "solver": "ddim",
+        "precision": "fp32",
+        "num_train_timesteps": 1000,
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+    }
+    return SamplerSettings(**{**base, **changes})
+
+
+class ToyDenoiser:
+    """A fixed smooth function of all four inputs that records what it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[torch.Tensor, ...]] = []
+
+    def __call__(self, x_t, anchor_t, t, w):
+        self.calls.append((x_t.clone(), anchor_t.clone(), t.clone(), w.clone()))
+        wv = w.view(-1, 1, 1, 1)
+        return torch.tanh(0.7 * x_t - 0.4 * anchor_t) * wv + 1e-3 * t.view(-1, 1, 1, 1) * (1 - wv)
+
+
+def _alpha_bar_float64(t: int) -> float:
+    betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
+    return float(np.cumprod(1 - betas)[t]) if t >= 0 else 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_denoiser() -> InterpolatingDenoiser:
+    torch.manual_seed(0)
+    return InterpolatingDenoiser(build_unet("tiny", 16, 1).eval())
+
+
+def test_grid_is_the_trailing_spec_grid():
+    assert make_scheduler(_settings()).timesteps.tolist() == list(range(999, 0, -10))
+    assert make_scheduler(_settings(num_steps=200)).timesteps.tolist() == list(range(999, 0, -5))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.1])
+@pytest.mark.parametrize(("t", "t_prev"), [(999, 989), (509, 499), (9, -1)])
+def test_one_step_is_the_ddim_formula(eta, t, t_prev):
+    g = torch.Generator().manual_seed(3)
+    x_t, anchor, anchor_noise, z = (torch.randn(2, 3, 8, 8, generator=g) for _ in range(4))
+    anchor = anchor.clamp(-1, 1)
+    w = torch.tensor([0.1, 0.6])
+    denoiser = ToyDenoiser()
+    out = interpolation_step(denoiser, make_scheduler(_settings(eta=eta)), x_t, anchor, t, w, anchor_noise, z, eta)
+
+    # the spec (method.md 2.2-2.3) by hand, in float64
+    x, a0, e_a, zz = (v.double() for v in (x_t, anchor, anchor_noise, z))
+    ab, ab_prev = _alpha_bar_float64(t), _alpha_bar_float64(t_prev)
+    anchor_t = ab**0.5 * a0 + (1 - ab) ** 0.5 * e_a
+    seen_x, seen_anchor, seen_t, seen_w = denoiser.calls[0]
+    assert torch.allclose(seen_anchor.double(), anchor_t, atol=1e-5)
+    assert torch.equal(seen_x, x_t) and seen_t.tolist() == [t, t] and torch.equal(seen_w, w)
+    eps = denoiser(x_t, seen_anchor, seen_t, w).double()
+    x0 = (x - (1 - ab) ** 0.5 * eps) / ab**0.5
+    sigma = eta * ((1 - ab / ab_prev) * (1 - ab_prev) / (1 - ab)) ** 0.5
+    expected = ab_prev**0.5 * x0 + (1 - ab_prev - sigma**2) ** 0.5 * eps + sigma * zz
+    assert (out.double() - expected).abs().max() < 1e-5
+    if t_prev < 0:
+        assert (out.double() - x0).abs().max() < 1e-5
+
+
+def test_loop_visits_every_step_and_clips():
+    denoiser = ToyDenoiser()
+    anchors = torch.rand(3, 1, 4, 4) * 2 - 1
+    out = sample_positives(denoiser, anchors, 0.25, torch.arange(3), torch.zeros(3, dtype=torch.long), 0, _settings())
+    assert [c[2][0].item() for c in denoiser.calls] == list(range(999, 0, -10))
+    assert all(torch.equal(c[3], torch.full((3,), 0.25)) for c in denoiser.calls)
+    assert out.shape == anchors.shape and out.dtype == torch.float32
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_noise_streams_depend_only_on_their_key():
+    both = NoiseStreams(7, torch.tensor([4, 9]), torch.tensor([0, 2]))
+    alone = NoiseStreams(7, torch.tensor([9]), torch.tensor([2]))
+    for _ in range(3):
+        assert torch.equal(both.draw((2, 3), torch.device("cpu"))[1], alone.draw((2, 3), torch.device("cpu"))[0])
+    other = NoiseStreams(7, torch.tensor([9, 9, 9]), torch.tensor([2, 3, 2]))
+    first = other.draw((5,), torch.device("cpu"))
+    assert not torch.equal(first[0], first[1]) and torch.equal(first[0], first[2])
+    assert not torch.equal(NoiseStreams(8, torch.tensor([9]), torch.tensor([2])).draw((5,), "cpu")[0], first[0])
+
+
+def test_same_seeds_same_positives_whatever_the_batching(tiny_denoiser):
+    settings = _settings(num_steps=20)
+    g = torch.Generator().manual_seed(0)
+    anchors = torch.rand(6, 1, 16, 16, generator=g) * 2 - 1
+    images = torch.tensor([0, 1, 2, 3, 4, 5])
+    candidates = torch.tensor([0, 1, 0, 1, 0, 1])
+    whole = sample_positives(tiny_denoiser, anchors, 0.1, images, candidates, 5, settings)
+    order = torch.tensor([5, 2, 0, 3, 1, 4])
+    parts = [
+        sample_positives(tiny_denoiser, anchors[i], 0.1, images[i], candidates[i], 5, settings)
+        for i in (order[:2], order[2:])
+    ]
+    reordered = torch.empty_like(whole)
+    reordered[order] = torch.cat(parts)
+    # batch size changes the float summation order of the convolutions, nothing else
+    assert (reordered - whole).abs().max() < 1e-4
+    assert np.abs(model_to_images(reordered).astype(int) - model_to_images(whole)).max() <= 1
+    assert (whole[0] - whole[1]).abs().max() > 0.1  # another candidate is another sample
+
+
+def test_bf16_is_close_to_fp32(tiny_denoiser):
+    anchors = torch.rand(4, 1, 16, 16) * 2 - 1
+    args = (anchors, 0.1, torch.arange(4), torch.zeros(4, dtype=torch.long), 0)
+    fp32 = sample_positives(tiny_denoiser, *args, _settings(num_steps=20))
+    bf16 = sample_positives(tiny_denoiser, *args, _settings(num_steps=20, precision="bf16"))
+    assert 0 < (bf16 - fp32).abs().mean() < 0.05
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_dpm_solver_uses_fewer_steps_with_the_same_interpolation():
+    denoiser = ToyDenoiser()
+    anchors = torch.rand(2, 1, 4, 4) * 2 - 1
+    settings = _settings(num_steps=15, solver="dpm-solver++")
+    out = sample_positives(denoiser, anchors, 0.1, torch.arange(2), torch.zeros(2, dtype=torch.long), 0, settings)
+    assert len(denoiser.calls) == 15 and denoiser.calls[0][2][0] == 999
+    assert out.shape == anchors.shape and out.abs().max() <= 1
+    first_anchor = denoiser.calls[0][1]
+    assert not torch.equal(first_anchor, denoiser.calls[1][1])  # re-noised every step
+
+
+@pytest.mark.parametrize(
+    ("anchors", "weight", "match"),
+    [
+        (torch.zeros(2, 16, 16), 0.1, r"float \[B,C,H,W\]"),
+        (torch.zeros(2, 1, 16, 16, dtype=torch.uint8), 0.1, "images_to_model"),
+        (torch.zeros(2, 3, 16, 16), 0.1, "UNet takes"),
+        (torch.full((2, 1, 16, 16), 2.0), 0.1, r"\[-1,1\]"),
+        (torch.zeros(2, 1, 16, 16), 1.5, r"w \(positives.weight\) must lie in \[0,1\]"),
+        (torch.zeros(2, 1, 16, 16), torch.tensor([0.5, -0.1]), r"must lie in \[0,1\]"),
+        (torch.zeros(2, 1, 16, 16), torch.tensor([0.5, 0.5, 0.5]), "one value per anchor"),
+    ],
+)
+def test_bad_input(tiny_denoiser, anchors, weight, match):
+    with pytest.raises(ClspError, match=match):
+        sample_positives(
+            tiny_denoiser,
+            anchors,
+            weight,
+            torch.arange(2),
+            torch.zeros(2, dtype=torch.long),
+            0,
+            _settings(),
+            tiny_denoiser.sample_shape,
+        )
+
+
+def test_steps_must_divide_timesteps():
+    with pytest.raises(ClspError, match="must divide"):
+        make_scheduler(_settings(num_steps=300))
+
+
+def test_image_conversions():
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    x = images_to_model(images)
+    assert x.shape == (1, 1, 16, 16) and x.min() == -1 and x.max() == 1
+    back = model_to_images(x)
+    assert back.dtype == np.uint8 and back.shape == images.shape
+    assert np.abs(back.astype(int) - images).max() <= 1  # truncation, as the reference casts
+    assert model_to_images(torch.tensor([[[[-3.0, 0.999, 3.0]]]])).ravel().tolist() == [0, 254, 255]
+    with pytest.raises(ClspError, match="uint8"):
+        images_to_model(images.astype(np.float32))

@@ -1,0 +1,151 @@
+"""Generation end to end with a real (tiny, untrained) diffusers UNet: determinism, resume, processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clsp.config import load_config
+from clsp.diffusion.unet import build_unet
+from clsp.errors import ClspError
+from clsp.positives.generate import generate_positives
+from clsp.positives.store import PositiveStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LIMIT = 24
+
+
+def settings(run_dir: Path, **extra: object) -> list[str]:
+    values = {
+        "run.output_dir": run_dir,
+        "positives.num_candidates": 2,
+        "positives.shard_size": 4,
+        "positives.batch_size": 5,
+        "positives.num_steps": 20,
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+@pytest.fixture(scope="module")
+def unet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "unet"
+    build_unet("tiny", 16, 1).save_pretrained(path)
+    return path
+
+
+def new_run(tmp_path: Path, unet_dir: Path, name: str) -> Path:
+    run = tmp_path / name
+    (run / "unet").parent.mkdir(parents=True)
+    os.symlink(unet_dir, run / "unet")
+    return run
+
+
+def shards(store: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(store.glob("shard_*.npy"))}
+
+
+def clsp_cli(*args: str, launcher: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [*launcher, "-m", "clsp.cli", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -> None:
+    a, b = new_run(tmp_path, unet_dir, "a"), new_run(tmp_path, unet_dir, "b")
+    cfg_a = load_config(REPO_ROOT / "configs/digits.yaml", settings(a))
+    cfg_b = load_config(REPO_ROOT / "configs/digits.yaml", settings(b, **{"positives.batch_size": 3}))
+    result = generate_positives(cfg_a, limit=12)
+    assert result.complete and result.generated == 24
+    generate_positives(cfg_b, limit=12)
+    assert shards(a / "positives") == shards(b / "positives")
+    store = PositiveStore.open(a / "positives")
+    assert store.provenance["sampler"]["weight"] == 0.1 and store.provenance["sampler"]["num_steps"] == 20
+    assert len(store.provenance["unet_sha256"]) == 64
+    assert not np.array_equal(store.candidate(0, 0), store.candidate(0, 1))
+    assert (a / "positives" / "config.yaml").is_file()
+    again = generate_positives(cfg_a, limit=12)  # everything finished: nothing to do
+    assert again.generated == 0 and again.complete
+
+
+def test_a_store_for_other_data_or_settings_is_refused(tmp_path: Path, unet_dir: Path) -> None:
+    run = new_run(tmp_path, unet_dir, "run")
+    cfg = load_config(REPO_ROOT / "configs/digits.yaml", settings(run))
+    generate_positives(cfg, limit=4)
+    with pytest.raises(ClspError, match="n=4"):
+        generate_positives(cfg, limit=8)
+    other = load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.weight": 0.5}))
+    with pytest.raises(ClspError, match="provenance"):
+        generate_positives(other, limit=4)
+    with pytest.raises(ClspError, match="backend"):
+        generate_positives(
+            load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.backend": "ort"}))
+        )
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path, unet_dir: Path) -> None:
+    whole, killed = new_run(tmp_path, unet_dir, "whole"), new_run(tmp_path, unet_dir, "killed")
+    common = ("positives", "generate", "configs/digits.yaml", "--limit", str(LIMIT))
+    slow = {"positives.num_steps": 100}
+    proc = clsp_cli(*common, *[a for s in settings(killed, **slow) for a in ("--set", s)])
+    manifest = killed / "positives" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if manifest.is_file() and json.loads(manifest.read_text())["shards"]:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = PositiveStore.open(killed / "positives")  # consistent: every listed shard verifies
+    assert 0 < len(store.finished_shards()) < store.num_shards, "the kill came too late to test resuming"
+    proc = clsp_cli(*common, *[a for s in settings(killed, **slow) for a in ("--set", s)])
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(whole, **slow)), limit=LIMIT)
+    assert PositiveStore.open(killed / "positives").is_complete
+    assert shards(killed / "positives") == shards(whole / "positives")
+
+
+@pytest.mark.slow
+def test_two_processes_make_the_same_store_as_one(tmp_path: Path, unet_dir: Path) -> None:
+    one, two = new_run(tmp_path, unet_dir, "one"), new_run(tmp_path, unet_dir, "two")
+    common = ("positives", "generate", "configs/digits.yaml", "--limit", str(LIMIT))
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
+    generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(one)), limit=LIMIT)
+    proc = clsp_cli(*common, *[a for s in settings(two) for a in ("--set", s)], launcher=torchrun)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert "│ processes             │ 2 " in out.decode()
+    assert shards(one / "positives") == shards(two / "positives")
+    assert len(shards(two / "positives")) == LIMIT // 4
+
+
+def test_show_and_verify_commands(tmp_path: Path, unet_dir: Path) -> None:
+    run = new_run(tmp_path, unet_dir, "run")
+    generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(run)), limit=8)
+    store = run / "positives"
+    shown = subprocess.run(
+        [sys.executable, "-m", "clsp.cli", "positives", "show", str(store), "--n", "2"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "pixel cosine anchor-candidate" in shown.stdout
+    grid = Image.open(store / "show.png")
+    assert grid.size[0] > grid.size[1]  # 2 rows of 1 anchor + 2 candidates: wider than tall
+    shard = store / "shard_00001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[-5] ^= 0x0F
+    shard.write_bytes(bytes(raw))
+    verified = subprocess.run(
+        [sys.executable, "-m", "clsp.cli", "positives", "verify", str(store)], capture_output=True, text=True
+    )
+    assert verified.returncode == 2
+    assert "shard 1: SHA-256 differs" in verified.stdout
+    assert "1 damaged shard" in verified.stderr and "Traceback" not in verified.stderr

@@ -1,0 +1,109 @@
+"""Methods: each forward equals its loss recomputed from the embeddings; MoCo's EMA and queues; FIFO queues."""
+
+import pytest
+import torch
+
+from clsp.config import SSLConfig
+from clsp.ssl.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
+from clsp.ssl.methods import build_method
+from clsp.ssl.queues import EmbeddingQueues
+
+B = 8
+
+
+def config(method: str, **kw) -> SSLConfig:
+    return SSLConfig(
+        method=method, backbone="small-cnn", projector_hidden_dim=32, projector_dim=16, queue_size=16,
+        nnclr_support_size=32, clsp_weight=0.5, **kw,
+    )  # fmt: skip
+
+
+def views(n: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(B, 1, 16, 16, generator=g) for _ in range(n)]
+
+
+def online_embeddings(method, vs):
+    _, z = method.embed(method.backbone, method.projector, torch.cat(vs))
+    return z.split(B)
+
+
+def test_simclr_forward_is_nt_xent_plus_weighted_clsp():
+    torch.manual_seed(0)
+    m = build_method(config("simclr"), 1, None)
+    vs = views()
+    out = m(vs)
+    z1, z2, z3 = online_embeddings(m, vs)
+    torch.testing.assert_close(out["ssl"], nt_xent(z1, z2, 0.2))
+    torch.testing.assert_close(out["clsp"], clsp_alignment(z1, z3))
+    torch.testing.assert_close(out["loss"], out["ssl"] + 0.5 * out["clsp"])
+
+
+def test_two_views_give_the_baseline():
+    m = build_method(config("simclr"), 1, None)
+    out = m(views(2))
+    assert out["clsp"].item() == 0 and out["loss"] == out["ssl"]
+
+
+def test_moco_updates_key_encoder_then_uses_and_fills_the_queues():
+    torch.manual_seed(0)
+    m = build_method(config("moco"), 1, None)
+    with torch.no_grad():  # make the key encoder differ from the online one, as after some training
+        for p in m.key_backbone.parameters():
+            p.add_(0.1)
+    online = [p.clone() for p in m.backbone.parameters()]
+    key_before = [p.clone() for p in m.key_backbone.parameters()]
+    queues_before = m.queues.queues.clone()
+    vs = views()
+    out = m(vs, momentum=0.9)
+    for k, k0, q0 in zip(m.key_backbone.parameters(), key_before, online, strict=True):
+        torch.testing.assert_close(k, 0.9 * k0 + 0.1 * q0)
+    z1, z2, _ = online_embeddings(m, vs)
+    with torch.no_grad():
+        _, k = m.embed(m.key_backbone, m.key_projector, torch.cat(vs[:2]))
+    k1, k2 = k.split(B)
+    torch.testing.assert_close(out["ssl"], moco_loss(z1, z2, k1, k2, queues_before, 0.2))
+    torch.testing.assert_close(m.queues.queues[0, :B], k1)
+    torch.testing.assert_close(m.queues.queues[1, :B], k2)
+    torch.testing.assert_close(m.queues.queues[:, B:], queues_before[:, B:])
+    assert int(m.queues.ptr) == B
+    assert not any(p.requires_grad for p in m.key_backbone.parameters())
+
+
+def test_nnclr_uses_and_fills_the_support_set():
+    torch.manual_seed(0)
+    m = build_method(config("nnclr"), 1, None)
+    support_before = m.support.queues[0].clone()
+    vs = views()
+    out = m(vs)
+    z1, z2, _ = online_embeddings(m, vs)
+    torch.testing.assert_close(out["ssl"], nnclr_loss(z1, z2, support_before, 0.2))
+    torch.testing.assert_close(m.support.queues[0, :B], z1.detach())
+
+
+def test_probe_counts_only_labelled_images_and_sees_no_gradient_path_to_the_encoder():
+    m = build_method(config("simclr"), 1, num_classes=10)
+    labels = torch.tensor([0, 1, 2, 3, -1, -1, 4, 5])
+    out = m(views(), labels)
+    assert out["probe_count"].item() == 6
+    out["probe"].backward()
+    assert all(p.grad is None for p in m.backbone.parameters())
+    assert m.probe.weight.grad is not None
+
+
+def test_queue_is_fifo_and_wraps():
+    q = EmbeddingQueues(1, 6, 2)
+    for value in range(4):
+        q.push(torch.full((1, 2, 2), float(value)))
+    assert q.queues[0, :, 0].tolist() == [3, 3, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="multiple"):
+        q.push(torch.zeros(1, 4, 2))
+
+
+def test_global_batchnorm_conversion_keeps_the_key_encoder_frozen():
+    from clsp.ssl.distributed import GlobalBatchNorm, convert_to_global_batchnorm
+
+    m = convert_to_global_batchnorm(build_method(config("moco"), 1, None))
+    assert any(isinstance(x, GlobalBatchNorm) for x in m.key_backbone.modules())
+    assert not any(p.requires_grad for p in m.key_backbone.parameters())
+    assert all(p.requires_grad for p in m.backbone.parameters())

@@ -1,0 +1,104 @@
+"""The SSL training loop end to end on the digits data: every method, resume, stores, NaN, two processes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from clsp.errors import ClspError
+from clsp.ssl.backbones import load_backbone
+from clsp.train import train_ssl
+
+# lr 0.01 without warm-up: at the paper's 0.3-0.5 a batch of 64 collapses in the first steps (the paper warms up
+# from 1e-3); 50 nominal epochs keep the cosine lr and the MoCo momentum nearly constant over the 24 steps run.
+LEARNS = ["data.test_fraction=0.5", "ssl.batch_size=64", "ssl.lr=0.01", "ssl.warmup_epochs=0", "ssl.epochs=50"]
+
+
+@pytest.mark.parametrize("clsp_weight", [0.0, 0.5])
+@pytest.mark.parametrize("method", ["simclr", "moco", "nnclr"])
+def test_every_method_trains_and_reduces_the_loss(fast_config, method, clsp_weight):
+    cfg = fast_config(*LEARNS, f"ssl.method={method}", f"ssl.clsp_weight={clsp_weight}")
+    losses = train_ssl(cfg, max_steps=24).losses
+    assert len(losses) == 24
+    # Steps 0-1 are skipped: MoCo's first logits are against the random initial queue.
+    early, late = sum(losses[2:6]) / 4, sum(losses[-4:]) / 4
+    assert late < early - 0.02, losses
+
+
+def test_moco_resume_continues_exactly_and_exports_the_same_backbone(fast_config, tmp_path):
+    overrides = ["ssl.method=moco", "ssl.clsp_weight=0.5", "ssl.lr=0.01", "ssl.epochs=2", "ssl.save_every_epochs=1"]
+    full = train_ssl(fast_config(*overrides, f"run.output_dir={tmp_path / 'full'}"))
+    cfg = fast_config(*overrides, f"run.output_dir={tmp_path / 'split'}")
+    first = train_ssl(cfg, max_steps=7)
+    assert first.backbone is None and first.step == 7
+    second = train_ssl(cfg, resume=True)
+    assert second.step == full.step == 10
+    torch.testing.assert_close(torch.tensor(first.losses + second.losses), torch.tensor(full.losses), rtol=0, atol=1e-6)
+
+    lines = [json.loads(line) for line in (tmp_path / "split" / "ssl" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "full" / "ssl" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert lines[1]["loss"] == pytest.approx(expected[1]["loss"], abs=1e-6)
+    assert {"lr", "ssl", "clsp", "moco_momentum", "probe_train_acc", "images_per_s"} <= lines[1].keys()
+
+    net_full, spec = load_backbone(tmp_path / "full" / "ssl")
+    net_split, _ = load_backbone(tmp_path / "split" / "ssl")
+    assert spec["backbone"] == "small-cnn" and spec["in_channels"] == 1 and spec["feature_dim"] == 256
+    x = torch.randn(4, 1, spec["image_size"], spec["image_size"])
+    torch.testing.assert_close(net_split(x), net_full(x), rtol=0, atol=1e-6)
+
+
+def test_store_with_another_n_is_refused(fast_config, make_store, tmp_path):
+    cfg = fast_config()
+    make_store(cfg, tmp_path / "short", n=100)
+    with pytest.raises(ClspError, match="N 100"):
+        train_ssl(fast_config(f"ssl.positives={tmp_path / 'short'}"))
+
+
+def test_missing_store_says_how_to_fix(fast_config, tmp_path):
+    with pytest.raises(ClspError, match="clsp_weight=0"):
+        train_ssl(fast_config(f"ssl.positives={tmp_path / 'nowhere'}"))
+
+
+def test_baseline_and_real_view_ablation_need_no_store(fast_config, tmp_path):
+    for overrides in (["ssl.clsp_weight=0"], ["ssl.positive=real"]):
+        cfg = fast_config(*overrides, f"ssl.positives={tmp_path / 'nowhere'}", "ssl.epochs=1")
+        assert train_ssl(cfg).backbone.is_file()
+
+
+def test_non_finite_loss_stops_with_a_clear_message(fast_config):
+    cfg = fast_config("ssl.lr=1e30", "ssl.warmup_epochs=0", "ssl.epochs=4", "ssl.save_every_epochs=1")
+    with pytest.raises(ClspError, match="last good state"):
+        train_ssl(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_two_processes_with_sync_bn_match_one_process(fast_config, fast_overrides, tmp_path, repo_root, method):
+    # 180 images, global batch 128: one step per epoch, so metrics.jsonl's epoch lines are the step losses.
+    overrides = [f"ssl.method={method}", "ssl.batch_size=128", "ssl.queue_size=256", "ssl.epochs=6", "ssl.lr=0.02"]
+    overrides += ["ssl.warmup_epochs=0", "ssl.sync_bn=true"]
+    single = train_ssl(fast_config(*overrides, f"run.output_dir={tmp_path / 'one'}"), max_steps=1)
+    args = [f"--set={o}" for o in [*fast_overrides, *overrides, f"run.output_dir={tmp_path / 'two'}"]]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "clsp/train.py"]
+    run = subprocess.run(
+        [*cmd, "--config", "configs/digits.yaml", *args], cwd=repo_root, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "two" / "ssl" / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in lines]
+    assert len(losses) == 6
+    assert losses[0] == pytest.approx(single.losses[0], abs=1e-5)
+    if method == "simclr":  # MoCo's loss first rises while real keys replace the random initial queue
+        assert sum(losses[-2:]) < sum(losses[:2]), losses
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_without_the_package_says_how_to_fix(fast_config):
+    with pytest.raises(ClspError, match="pip install tensorboard"):
+        train_ssl(fast_config("ssl.tensorboard=true"))
