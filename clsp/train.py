@@ -30,6 +30,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from torch.utils.data import DataLoader
 
+from clsp.accelerator import stage_accelerator
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.augment import build_augmentation, normalisation
@@ -105,8 +106,8 @@ def _accelerator(cfg: Config) -> Accelerator:
     # Buffers (queues, BN running stats) are never broadcast: queues are equal on every process by construction,
     # and broadcasting a 32k x 256 queue every step would dominate the communication.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-    return Accelerator(
-        mixed_precision=precision,
+    return stage_accelerator(
+        precision,
         kwargs_handlers=[ddp],
         log_with=log_with,
         project_dir=str(cfg.run.output_dir / "ssl"),

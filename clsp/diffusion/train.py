@@ -23,13 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 from rich.progress import TextColumn
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from clsp.accelerator import stage_accelerator
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.imageset import resize_images
@@ -141,12 +141,7 @@ def _accelerator(precision: str) -> Accelerator:
         raise ClspError("diffusion.mixed_precision=fp16 needs a CUDA GPU; use bf16 or no")
     if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ClspError("diffusion.mixed_precision=bf16: this GPU has no bf16; use fp16 or no")
-    shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") != precision:
-        # Accelerate fixes one precision per process; a process that runs several stages (the demo) may need
-        # another one here. The process group lives in PartialState, which stays.
-        AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=precision)
+    return stage_accelerator(precision)
 
 
 def save_samples(unet: UNet2DModel, cfg: Config, path: Path) -> Path:

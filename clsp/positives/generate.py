@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from rich.progress import TextColumn
 
+from clsp.accelerator import stage_accelerator
 from clsp.config import Config, save_resolved_config
 from clsp.data import ImageSet, load_images
 from clsp.data.imageset import resize_images
@@ -114,7 +114,7 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
         )
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
-    accelerator = Accelerator()
+    accelerator = stage_accelerator()
     p = cfg.positives
     dataset, anchors = anchor_images(cfg, limit)
     unet = load_trained_unet(cfg)
