@@ -1,4 +1,5 @@
 # The README's two commands: `make demo` (run the pipeline on the embedded digits) and `make test`.
+# `make demo DEMO_ARGS=--quick` runs the one-minute smoke budget.
 # Both create or reuse the virtual environment in .venv and install this package into it with pip.
 VENV ?= .venv
 PYTHON ?= python3
@@ -21,8 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/clsp info
-	$(BIN)/clsp data show configs/digits.yaml
+	$(BIN)/clsp demo configs/digits.yaml $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

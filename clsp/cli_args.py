@@ -1,5 +1,6 @@
 """Typer argument and option types that several ``clsp`` commands share."""
 
+import argparse
 from pathlib import Path
 from typing import Annotated
 
@@ -10,3 +11,12 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config field, e.g. --set data.image_size=32 (repeatable)."),
 ]
+
+
+def script_parser(description: str, state_dir: str) -> argparse.ArgumentParser:
+    """The options every ``accelerate launch`` training script takes: --config, --set (repeatable), --resume."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/digits.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser.add_argument("--resume", action="store_true", help=f"continue from <output_dir>/{state_dir}")
+    return parser

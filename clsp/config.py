@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from clsp.atomic import atomic_write_text
 from clsp.errors import ClspError
 
 PositiveFloat = Annotated[float, Field(gt=0)]
-Precision = Literal["no", "bf16", "fp16"]
+# YAML 1.1 reads a bare `no` as False: accept it as "no" (off), as Accelerate spells it.
+Precision = Annotated[Literal["no", "bf16", "fp16"], BeforeValidator(lambda v: "no" if v is False else v)]
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "digits": ("train", "test"),
@@ -217,7 +218,11 @@ class ExportConfig(Section):
     max_batch: int = Field(256, ge=1)
     trt_precision: Literal["fp32", "fp16", "bf16"] = "fp16"
     check: bool = True
+    """Compare every new artifact with the PyTorch module on fresh random inputs; fail above the tolerance."""
     rtol: PositiveFloat = 1e-4
+    """Parity tolerance: max |artifact - torch| / max |torch| per output."""
+    trt_rtol: PositiveFloat = 2e-2
+    """Parity tolerance of fp16/bf16 TensorRT engines (fp32 engines use rtol)."""
 
     @model_validator(mode="after")
     def _check_batches(self) -> "ExportConfig":

@@ -1,6 +1,6 @@
 """Rich progress bars for long loops and the summary table every command ends with."""
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -59,6 +59,14 @@ def print_summary(title: str, rows: Mapping[str, Any]) -> None:
     table.add_column()
     for key, value in rows.items():
         table.add_row(str(key), str(value))
+    console.print(table)
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print a table with a header row to stdout."""
+    table = Table(*headers, title=title, title_justify="left")
+    for row in rows:
+        table.add_row(*map(str, row))
     console.print(table)
 
 

@@ -18,7 +18,6 @@ import sys
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
-import argparse
 import json
 import shutil
 import time
@@ -31,11 +30,13 @@ from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from torch.utils.data import DataLoader
 
 from clsp.accelerator import stage_accelerator
+from clsp.cli_args import script_parser
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.data.views import GlobalBatchSampler, MultiViewDataset, open_positives
 from clsp.errors import ClspError
+from clsp.interrupt import any_process, stop_on_interrupt
 from clsp.progress import print_summary, progress_bar, warn
 from clsp.ssl.backbones import save_backbone
 from clsp.ssl.distributed import convert_to_global_batchnorm
@@ -176,8 +177,8 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
     """Train ``cfg.ssl.method`` with the CLSP term (λ = ``ssl.clsp_weight``) on ``cfg.data``'s training split.
 
     ``resume`` continues from ``<output_dir>/ssl/state``; ``max_steps`` stops (and saves the state) once that many
-    optimizer steps are done in all, as if the run were interrupted there. The backbone is exported when the last
-    epoch finishes. A non-finite loss stops the run with a :class:`ClspError`; the saved state stays the last good
+    optimizer steps are done in all, as if the run were interrupted there; Ctrl-C does the same after the current
+    step. The backbone is exported when the last epoch finishes. A non-finite loss stops the run with a :class:`ClspError`; the saved state stays the last good
     one.
     """
     s = cfg.ssl
@@ -237,7 +238,8 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
     losses: list[float] = []
     last_epoch: dict[str, float] = {}
     epoch_started, run_started, run_steps, epoch_steps = time.perf_counter(), time.perf_counter(), 0, 0
-    with progress_bar() as bar:
+    interrupted = False
+    with stop_on_interrupt() as stop, progress_bar() as bar:
         task = bar.add_task(f"{s.method} (λ={s.clsp_weight})", total=total_steps, completed=progress.step, visible=main)
         for batch in loader:
             epoch = progress.step // steps_per_epoch
@@ -281,8 +283,11 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
                         f.write(json.dumps(last_epoch) + "\n")
                 if s.tensorboard:
                     accelerator.log(last_epoch, step=progress.step)
-            if progress.step == stop_at or (epoch_done and (epoch + 1) % s.save_every_epochs == 0):
+            interrupted = any_process(accelerator, stop[0])
+            if interrupted or progress.step == stop_at or (epoch_done and (epoch + 1) % s.save_every_epochs == 0):
                 _save_state(accelerator, state_dir)
+            if interrupted:
+                break
 
     seconds = time.perf_counter() - run_started
     backbone = None
@@ -343,11 +348,8 @@ def run_training(config: Path, overrides: list[str], resume: bool, max_steps: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/digits.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
+    parser = script_parser(__doc__.splitlines()[0], "ssl/state")
     parser.add_argument("--positives", type=Path, help="positive store folder (default: ssl.positives)")
-    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/ssl/state")
     parser.add_argument("--max-steps", type=int, help="stop (saving the state) after this many steps in all")
     args = parser.parse_args(argv)
     overrides = args.overrides + ([f"ssl.positives={args.positives}"] if args.positives else [])

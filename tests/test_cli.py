@@ -17,7 +17,10 @@ def clsp(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["data"], ["data", "show"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["info"], ["data"], ["data", "show"], ["eval"], ["compare"], ["demo"], ["export"], ["features"]],
+)
 def test_help_on_every_command(command: list[str]) -> None:
     result = clsp(*command, "--help")
     assert result.returncode == 0, result.stderr

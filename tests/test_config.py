@@ -45,6 +45,15 @@ def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
     assert cfg.run.output_dir == Path("/x")
 
 
+def test_bare_no_means_mixed_precision_off(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("ssl:\n  mixed_precision: no\n")  # YAML 1.1 reads this as False
+    cfg = load_config(path, ["diffusion.mixed_precision=no"])
+    assert cfg.ssl.mixed_precision == "no" and cfg.diffusion.mixed_precision == "no"
+    with pytest.raises(ClspError, match="mixed_precision"):
+        load_config(path, ["diffusion.mixed_precision=yes"])
+
+
 def test_paper_numbers_in_the_shipped_configs() -> None:
     """Spot checks against method.md: lambda, lr, batch, temperature, sampler and probe settings per recipe."""
     expected = {

@@ -7,15 +7,10 @@ Every batch (its images, flips, timesteps and noise) is a function of ``(run.see
 resumed run draws exactly what the uninterrupted run would have drawn.
 """
 
-import argparse
 import copy
 import json
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from clsp.accelerator import stage_accelerator
+from clsp.cli_args import script_parser
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.imageset import resize_images
@@ -37,6 +33,7 @@ from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_im
 from clsp.diffusion.unet import load_unet
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
+from clsp.interrupt import any_process, stop_on_interrupt
 from clsp.progress import print_summary, progress_bar, warn
 
 
@@ -99,24 +96,6 @@ def training_loss(unet: torch.nn.Module, alphas_cumprod: Tensor, x0: Tensor, t: 
     alpha_bar = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
     return F.mse_loss(unet(x_t, t).sample.float(), noise)
-
-
-@contextmanager
-def _stop_on_interrupt() -> Iterator[list[bool]]:
-    """Turn Ctrl-C into a flag the loop checks between steps, so the saved state is never half-updated."""
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        flag[0] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _staging_dir(target: Path) -> Path:
@@ -240,7 +219,7 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
     losses: list[float] = []
     interrupted = False
     rank, epoch_order = accelerator.process_index, (-1, torch.empty(0))
-    with _stop_on_interrupt() as stop, progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
+    with stop_on_interrupt() as stop, progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
         task = bar.add_task("DDPM training", total=total_steps, completed=step, loss="-", visible=main)
         while step < total_steps:
             epoch, i = divmod(step, steps_per_epoch)
@@ -268,7 +247,7 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
 
             losses.append(loss.item())
             bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
-            interrupted = _any_process(accelerator, stop[0])
+            interrupted = any_process(accelerator, stop[0])
             if interrupted or step % save_every == 0 or step == total_steps:
                 save_state()
             if interrupted:
@@ -289,13 +268,6 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
     )
 
 
-def _any_process(accelerator: Accelerator, flag: bool) -> bool:
-    """True on every process when ``flag`` is set on any, so all of them stop after the same step."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "max").item())
-
-
 def run_training(config: Path, overrides: list[str], resume: bool) -> TrainResult:
     """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script)."""
     result = train_diffusion(load_config(config, overrides), resume)
@@ -305,10 +277,7 @@ def run_training(config: Path, overrides: list[str], resume: bool) -> TrainResul
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/digits.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
-    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/diffusion/state")
+    parser = script_parser(__doc__.splitlines()[0], "diffusion/state")
     args = parser.parse_args(argv)
     try:
         run_training(args.config, args.overrides, args.resume)

@@ -39,13 +39,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "norm_num_groups": 32,
         "dropout": 0.15,
     },
-    # Not in the paper: sized so that the digits demo (16 px) trains on two CPU cores in minutes.
+    # Not in the paper: sized so that the digits demo (16 px) trains on two CPU cores in minutes. One res block
+    # per level and attention only in the 4 px mid block make a training step ~3x cheaper than two blocks with
+    # attention at 8 px as well, for the same channels.
     "small": {
         **_DDPM_TIME,
         "block_out_channels": (32, 64, 64),
-        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "layers_per_block": 1,
         "attention_head_dim": None,
         "norm_num_groups": 8,
         "dropout": 0.0,

@@ -46,10 +46,15 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+NOT_PLOTTED = frozenset({"step", "images_per_s"})
+"""Bookkeeping columns of ``metrics.jsonl``: not curves anyone reads."""
+
+
 def training_curves(runs: dict[str, list[dict]], path: Path, x_key: str = "epoch") -> Path:
-    """One panel per numeric metric shared by the runs (name -> metrics rows), each run a line over ``x_key``."""
+    """One panel per numeric metric of the runs (name -> metrics rows), each run a line over ``x_key``."""
     keys = sorted(
-        {k for rows in runs.values() for row in rows for k, v in row.items() if isinstance(v, int | float)} - {x_key}
+        {k for rows in runs.values() for row in rows for k, v in row.items() if isinstance(v, int | float)}
+        - {x_key, *NOT_PLOTTED}
     )
     cols = min(3, len(keys)) or 1
     grid_rows = -(-len(keys) // cols) or 1

@@ -52,7 +52,7 @@ def unet_content_hash(unet: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -107,11 +107,6 @@ def generate_shard(
 
 def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResult:
     """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``)."""
-    if cfg.positives.backend != "torch":
-        raise ClspError(
-            f"positives.backend={cfg.positives.backend!r} needs exported artifacts (clsp export), which this "
-            "version cannot load yet; use positives.backend=torch"
-        )
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
     accelerator = stage_accelerator()
@@ -124,6 +119,9 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
             f"the UNet makes {list(denoiser.sample_shape)} [C,H,W] images but the anchors are "
             f"{list(anchors.shape[1:])} [H,W,C]; set diffusion.image_size to the UNet's size"
         )
+    from clsp.runtime.load import load_denoiser  # imports clsp.export, which imports this module
+
+    denoiser = load_denoiser(cfg, denoiser, accelerator.device)  # positives.backend: the module or its export
     settings = SamplerSettings.from_config(cfg)
     provenance = {
         "dataset": dataset.name,

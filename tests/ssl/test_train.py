@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -50,6 +51,28 @@ def test_moco_resume_continues_exactly_and_exports_the_same_backbone(fast_config
     assert spec["backbone"] == "small-cnn" and spec["in_channels"] == 1 and spec["feature_dim"] == 256
     x = torch.randn(4, 1, spec["image_size"], spec["image_size"])
     torch.testing.assert_close(net_split(x), net_full(x), rtol=0, atol=1e-6)
+
+
+def test_ctrl_c_saves_the_state_and_resume_continues_exactly(fast_config, tmp_path, monkeypatch):
+    import clsp.train
+
+    overrides = ["ssl.clsp_weight=0.5", "ssl.lr=0.01", "ssl.epochs=2"]
+    full = train_ssl(fast_config(*overrides, f"run.output_dir={tmp_path / 'full'}"))
+    momentum = clsp.train.moco_momentum
+
+    def ctrl_c_in_step_4(step, *args):  # called once per step, before its forward pass
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return momentum(step, *args)
+
+    cfg = fast_config(*overrides, f"run.output_dir={tmp_path / 'split'}")
+    monkeypatch.setattr(clsp.train, "moco_momentum", ctrl_c_in_step_4)
+    first = train_ssl(cfg)
+    monkeypatch.undo()
+    assert first.step == 4 and first.backbone is None and (tmp_path / "split" / "ssl" / "state").is_dir()
+    second = train_ssl(cfg, resume=True)
+    assert second.step == full.step == 10 and second.backbone is not None
+    torch.testing.assert_close(torch.tensor(first.losses + second.losses), torch.tensor(full.losses), rtol=0, atol=1e-6)
 
 
 def test_store_with_another_n_is_refused(fast_config, make_store, tmp_path):

@@ -1,0 +1,44 @@
+"""``clsp eval CONFIG`` and ``clsp compare RUN...``: evaluate a trained run; tabulate several."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clsp.cli_args import ConfigArgument, SetOption
+
+
+def eval_command(config: ConfigArgument, overrides: SetOption = None) -> None:
+    """Evaluate the backbone in <output_dir>/ssl: final-epoch linear probe, weighted kNN (best k and the config's
+    fixed k), the CLSP alignment term on the stored positives, and plots. Writes <output_dir>/eval/: metrics.json,
+    report.md, embedding.png, curves.png and positives.png."""
+    from clsp.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    from clsp.evaluation.evaluate import evaluate_run  # torch loads slowly: only once the config is valid
+    from clsp.progress import print_summary
+
+    result = evaluate_run(cfg)
+    print_summary(f"evaluation: {result.metrics['method_label']}", result.summary())
+
+
+def compare_command(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders (their eval/metrics.json) or metrics.json files.", show_default=False),
+    ],
+    by_method: Annotated[
+        bool, typer.Option("--by-method", help="One row per method: mean ± std over its runs (e.g. seeds).")
+    ] = False,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the table to this .md file.")] = None,
+) -> None:
+    """One table from several evaluated runs: linear top-1/top-5, kNN (fixed and best k) and the alignment term."""
+    from clsp.atomic import atomic_write_text
+    from clsp.evaluation.evaluate import read_run_metrics
+    from clsp.evaluation.report import comparison_rows, markdown_table
+    from clsp.progress import print_table
+
+    headers, rows = comparison_rows([read_run_metrics(run) for run in runs], group=by_method)
+    print_table("comparison (accuracies in %)", headers, rows)
+    if markdown is not None:
+        atomic_write_text(markdown, markdown_table(headers, rows))

@@ -1,0 +1,211 @@
+"""``clsp eval``: evaluate a trained SSL run (method.md 4) and write ``metrics.json``, ``report.md`` and PNG plots.
+
+Everything is read from and written under ``<run.output_dir>``: the backbone from ``ssl/``, the training log
+``ssl/metrics.jsonl``, the positive store (when there is one) and the outputs into ``eval/``.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clsp.atomic import atomic_write_text
+from clsp.config import Config, save_resolved_config
+from clsp.data import ImageSet, load_images
+from clsp.errors import ClspError
+from clsp.evaluation.features import Encoder, extract_features
+from clsp.evaluation.knn import knn_accuracy
+from clsp.evaluation.linear import train_linear_probe
+from clsp.evaluation.plots import embedding_plot, read_metrics, training_curves
+from clsp.evaluation.report import write_report
+from clsp.positives.store import PositiveStore
+
+METRICS_FILE = "metrics.json"
+ALIGNMENT_ANCHORS = 1000
+"""Anchors (with all their candidates) over which the alignment term is measured."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metrics: dict[str, Any]
+    directory: Path
+    seconds: float
+
+    def summary(self) -> dict[str, object]:
+        m = self.metrics
+        knn = m["knn"]
+        rows: dict[str, object] = {
+            "run": m["run"],
+            "method": m["method_label"],
+            "linear top-1 / top-5": f"{m['linear']['top1']:.2f}% / {m['linear']['top5']:.2f}%",
+            f"kNN top-1, k={knn['fixed_k']}": f"{knn['fixed_top1']:.2f}%",
+            "kNN top-1, best k (chosen on test: optimistic)": f"{knn['best_top1']:.2f}% (k={knn['best_k']})",
+        }
+        if m["alignment"]:
+            a = m["alignment"]
+            rows["alignment ‖f(x)−f(s)‖² synthetic / random pairs"] = f"{a['synthetic']:.3f} / {a['random_pairs']:.3f}"
+        rows["report"] = self.directory / "report.md"
+        rows["time"] = f"{self.seconds:.0f} s"
+        return rows
+
+
+def method_label(spec: dict[str, Any]) -> str:
+    """``SimCLR``, ``CLSP-SimCLR (λ=1)`` or ``SimCLR + real 3rd view (λ=1)`` from a ``backbone.json`` spec."""
+    name = {"simclr": "SimCLR", "moco": "MoCo v2+", "nnclr": "NNCLR"}[spec["method"]]
+    weight = spec.get("clsp_weight", 0.0)
+    if not weight:
+        return name
+    if spec.get("positive") == "real":
+        return f"{name} + real 3rd view (λ={weight:g})"
+    return f"CLSP-{name} (λ={weight:g})"
+
+
+def _labelled(cfg: Config, split: str) -> ImageSet:
+    images = load_images(cfg.data, split)
+    if images.labels is None:
+        raise ClspError(f"data.{split!r} split of {cfg.data.source} has no labels; evaluation needs labelled splits")
+    return images
+
+
+def alignment(encoder: Encoder, anchors: np.ndarray, store: PositiveStore, mean, std, seed: int) -> dict[str, float]:
+    """The CLSP alignment term measured on clean images: mean ``‖f̂(x) − f̂(s)‖² = 2 − 2 cos`` between the
+    L2-normalised backbone features of each anchor ``x`` and each of its stored candidates ``s``, beside the same
+    quantity for random pairs of training images (the scale of "unrelated"). Uses the first anchors only."""
+    count = min(ALIGNMENT_ANCHORS, store.n)
+    candidates = np.stack([store[i] for i in range(count)])  # [n, k, H, W, C]
+    k = candidates.shape[1]
+    f_anchor = F.normalize(extract_features(encoder, anchors[:count], mean, std, description="alignment"), dim=1)
+    f_cand = F.normalize(extract_features(encoder, candidates.reshape(-1, *candidates.shape[2:]), mean, std), dim=1)
+    synthetic = (2 - 2 * (f_anchor.repeat_interleave(k, 0) * f_cand).sum(1)).mean().item()
+    perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    random_pairs = (2 - 2 * (f_anchor * f_anchor[perm]).sum(1)).mean().item()
+    return {"synthetic": synthetic, "random_pairs": random_pairs, "num_anchors": count, "num_candidates": k}
+
+
+def _positive_store(cfg: Config, n: int) -> PositiveStore | None:
+    from clsp.positives.generate import store_path
+
+    root = store_path(cfg)
+    if not (root / "manifest.json").is_file():
+        return None
+    store = PositiveStore.open(root, check="size")
+    return store if store.n == n and store.is_complete else None
+
+
+def evaluate_run(cfg: Config) -> EvalResult:
+    """Linear probe, kNN, alignment and plots for the backbone in ``<output_dir>/ssl``; returns the metrics."""
+    from clsp.ssl.backbones import load_backbone
+
+    started = time.perf_counter()
+    ssl_dir = cfg.run.output_dir / "ssl"
+    if not (ssl_dir / "backbone.safetensors").is_file():
+        raise ClspError(f"{ssl_dir}: no backbone.safetensors; train first (clsp train CONFIG) or fix run.output_dir")
+    out = cfg.run.output_dir / "eval"
+    save_resolved_config(cfg, out)
+    torch.manual_seed(cfg.run.seed)
+    encoder, spec = load_backbone(ssl_dir)
+    for p in encoder.parameters():
+        p.requires_grad_(False)  # method.md 4.2: the backbone is frozen
+    mean, std = spec["mean"], spec["std"]
+    train, test = _labelled(cfg, cfg.data.labeled_split), _labelled(cfg, cfg.data.test_split)
+    e = cfg.eval
+    # Flip-only probe augmentation, as the spec's, unless the data is not mirror-symmetric (ssl.augment.hflip_p 0).
+    flip = cfg.ssl.augment.hflip_p > 0
+    train_f = extract_features(encoder, train.images, mean, std, description="features (train)")
+    train_f_flipped = extract_features(encoder, train.images, mean, std, hflip=True) if flip else None
+    test_f = extract_features(encoder, test.images, mean, std, description="features (test)")
+    train_l, test_l = torch.from_numpy(train.labels).long(), torch.from_numpy(test.labels).long()
+    assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
+
+    probe = train_linear_probe(
+        train_f, train_l, test_f, test_l, train_features_flipped=train_f_flipped, epochs=e.linear_epochs,
+        lr=e.linear_lr, milestones=e.linear_milestones, batch_size=e.linear_batch_size, seed=cfg.run.seed,
+    )  # fmt: skip
+    # kNN bank: the un-flipped training features (the reference draws a random flip per image; fixed here).
+    ks = tuple(sorted({*e.knn_k, e.knn_k_fixed}))
+    by_k = knn_accuracy(train_f, train_l, test_f, test_l, ks, e.knn_temperature)
+    best_k = max(e.knn_k, key=lambda k: (by_k[k], -k))
+
+    store = _positive_store(cfg, len(load_images(cfg.data, cfg.data.train_split)))
+    aligned = None
+    if store is not None:
+        from clsp.positives.inspect import show_positives, store_anchors
+
+        anchors = store_anchors(store)
+        if anchors.shape[1:] != train.images.shape[1:]:
+            raise ClspError(
+                f"{store.root}: positives are {list(anchors.shape[1:])} but the encoder takes "
+                f"{list(train.images.shape[1:])} images; evaluate with the data.image_size the run was trained on"
+            )
+        aligned = alignment(encoder, anchors, store, mean, std, cfg.run.seed)
+        show_positives(store, anchors, 8, out / "positives.png")
+
+    metrics: dict[str, Any] = {
+        "run": str(cfg.run.output_dir),
+        "method_label": method_label(spec),
+        "ssl": {k: spec.get(k) for k in ("method", "clsp_weight", "positive", "epochs", "backbone")},
+        "dataset": {"train": train.name, "test": test.name, "num_train": len(train), "num_test": len(test)},
+        "linear": {
+            "top1": probe.top1,
+            "top5": probe.top5,
+            "epochs": e.linear_epochs,
+            "lr": e.linear_lr,
+            "flip_augmentation": flip,
+            "final_train_loss": probe.train_loss[-1],
+        },
+        "knn": {
+            "top1_by_k": {str(k): by_k[k] for k in ks},
+            "best_k": best_k,
+            "best_top1": by_k[best_k],
+            "fixed_k": e.knn_k_fixed,
+            "fixed_top1": by_k[e.knn_k_fixed],
+            "temperature": e.knn_temperature,
+            "note": "best k is chosen on the test set (as the reference does), so it is optimistic; fixed k is not",
+        },
+        "alignment": aligned,
+        "training": _last_epoch(ssl_dir / "metrics.jsonl"),
+    }
+    files = _plots(cfg, out, test_f, test.labels, ssl_dir)
+    if store is not None:
+        files["positives"] = str(out / "positives.png")
+    metrics["files"] = files
+    seconds = time.perf_counter() - started
+    metrics["eval_seconds"] = seconds
+    atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1))
+    write_report(metrics, out / "report.md")
+    return EvalResult(metrics, out, seconds)
+
+
+def _last_epoch(path: Path) -> dict[str, float]:
+    rows = read_metrics(path) if path.is_file() else []
+    return rows[-1] if rows else {}
+
+
+def _plots(cfg: Config, out: Path, test_features: Tensor, test_labels: np.ndarray, ssl_dir: Path) -> dict[str, str]:
+    method = cfg.eval.embedding_plot
+    files = {
+        "embedding": embedding_plot(
+            test_features.numpy(), test_labels, out / "embedding.png", method, f"test features ({method.upper()})"
+        )
+    }
+    log = ssl_dir / "metrics.jsonl"
+    if log.is_file() and read_metrics(log):
+        files["curves"] = training_curves({cfg.run.output_dir.name: read_metrics(log)}, out / "curves.png")
+    return {k: str(v) for k, v in files.items()}
+
+
+def read_run_metrics(run: Path) -> dict[str, Any]:
+    """The ``metrics.json`` of a run folder (``<run>/eval/metrics.json``) or of a path to the file itself."""
+    path = run if run.suffix == ".json" else run / "eval" / METRICS_FILE
+    if not path.is_file():
+        raise ClspError(f"{path}: not found; run `clsp eval CONFIG` for that run first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ClspError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); re-run clsp eval") from None

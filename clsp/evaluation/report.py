@@ -1,0 +1,75 @@
+"""Tables from ``metrics.json`` files: one run's ``report.md``, and side-by-side comparisons with mean ± std."""
+
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from clsp.atomic import atomic_write_text
+
+Metrics = dict[str, Any]
+
+COLUMNS: dict[str, Callable[[Metrics], float | None]] = {
+    "linear top-1": lambda m: m["linear"]["top1"],
+    "linear top-5": lambda m: m["linear"]["top5"],
+    "kNN fixed k": lambda m: m["knn"]["fixed_top1"],
+    "kNN best k": lambda m: m["knn"]["best_top1"],
+    "align synth": lambda m: m["alignment"]["synthetic"] if m["alignment"] else None,
+    "align random": lambda m: m["alignment"]["random_pairs"] if m["alignment"] else None,
+}
+"""The compared numbers: top-1/top-5 accuracies in % (kNN at the config's fixed k and at the best k of the grid);
+alignment as mean ‖f̂(x) − f̂(s)‖² of normalised backbone features, anchor vs synthetic positive and random pairs."""
+
+
+def _fmt(values: Sequence[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    digits = 3 if max(abs(v) for v in present) < 10 else 2
+    if len(present) == 1:
+        return f"{present[0]:.{digits}f}"
+    return f"{statistics.mean(present):.{digits}f} ± {statistics.stdev(present):.{digits}f}"
+
+
+def comparison_rows(runs: Sequence[Metrics], group: bool) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of a comparison: one row per run, or with ``group`` one row per method with mean ± std
+    (sample standard deviation) over its runs and the run count."""
+    headers = ["method", "runs" if group else "run", *COLUMNS]
+    groups: dict[str, list[Metrics]] = {}
+    for m in runs:
+        groups.setdefault(m["method_label"] if group else m["run"], []).append(m)
+    rows = []
+    for key, members in groups.items():
+        first = [members[0]["method_label"], str(len(members)) if group else key]
+        rows.append(first + [_fmt([get(m) for m in members]) for get in COLUMNS.values()])
+    return headers, rows
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(metrics: Metrics, path: Path) -> Path:
+    """``report.md`` for one evaluated run: the headline table, kNN over k, the alignment term and the plots."""
+    knn, linear = metrics["knn"], metrics["linear"]
+    headers, rows = comparison_rows([metrics], group=False)
+    parts = [
+        f"# Evaluation of `{metrics['run']}`: {metrics['method_label']}\n",
+        f"Backbone {metrics['ssl']['backbone']}, {metrics['ssl']['epochs']} SSL epochs. "
+        f"Probe and kNN bank: {metrics['dataset']['train']} ({metrics['dataset']['num_train']} images); "
+        f"test: {metrics['dataset']['test']} ({metrics['dataset']['num_test']} images).\n",
+        markdown_table(headers, rows),
+        f"- Linear probe: frozen backbone, {linear['epochs']} epochs of SGD (lr {linear['lr']:g}, ×0.1 at the "
+        f"milestones), {'flip-only augmentation' if linear['flip_augmentation'] else 'no augmentation'}, "
+        "final-epoch accuracy.",
+        f"- kNN: cosine, votes exp(s/{knn['temperature']:g}); {knn['note']}.",
+        "- Alignment: mean ‖f̂(x) − f̂(s)‖² (= 2 − 2·cos) between the normalised backbone features of an anchor and "
+        "its synthetic positives, beside the same for random pairs of training images; lower = closer.\n",
+        "## kNN top-1 over k\n",
+        markdown_table(["k", *knn["top1_by_k"]], [["top-1 %", *(f"{v:.2f}" for v in knn["top1_by_k"].values())]]),
+        "## Plots\n",
+        *(f"![{name}]({Path(file).name})\n" for name, file in metrics["files"].items()),
+    ]
+    return atomic_write_text(path, "\n".join(parts))

@@ -1,0 +1,54 @@
+"""``clsp features``: encode a split or an image folder with any backend and save the features."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from clsp.atomic import atomic_write
+from clsp.config import Config
+from clsp.data import ImageSet
+from clsp.errors import ClspError
+from clsp.evaluation.features import extract_features
+from clsp.runtime.load import Backend, load_encoder
+
+SUFFIXES = (".npy", ".safetensors")
+
+
+def encode_images(cfg: Config, backend: Backend, images: ImageSet, device: str | torch.device = "cpu") -> Tensor:
+    """float32 ``[N, D]`` features of ``images`` (uint8 ``[N, S, S, C]``) from the run's encoder on ``backend``,
+    normalised with the encoder's own ``mean``/``std``, ``export.max_batch`` images at a time (a TensorRT
+    engine's largest batch)."""
+    encoder, backbone = load_encoder(cfg, backend, device)
+    expected = (int(backbone["image_size"]), int(backbone["image_size"]), int(backbone["in_channels"]))
+    if tuple(images.images.shape[1:]) != expected:
+        raise ClspError(
+            f"{images.name}: images are {list(images.images.shape[1:])} [H,W,C] but the encoder takes "
+            f"{list(expected)}; set data.image_size (or pass images with {expected[2]} channels)"
+        )
+    return extract_features(
+        encoder,
+        images.images,
+        backbone["mean"],
+        backbone["std"],
+        batch_size=cfg.export.max_batch,
+        device=device,
+        description=f"features ({backend})",
+    )
+
+
+def save_features(path: Path, features: Tensor, labels: np.ndarray | None) -> Path:
+    """Write ``features`` float32 ``[N, D]`` atomically: ``.npy`` holds the array; ``.safetensors`` holds
+    ``features`` and, when known, int64 ``labels [N]``."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise ClspError(f"--out {path}: use a .npy or .safetensors file name")
+    features = features.float().contiguous()
+    if path.suffix == ".npy":
+        return atomic_write(path, lambda tmp: np.save(tmp, features.numpy()))
+    tensors = {"features": features}
+    if labels is not None:
+        tensors["labels"] = torch.as_tensor(labels, dtype=torch.int64)
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))

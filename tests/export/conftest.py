@@ -1,0 +1,68 @@
+"""A tiny trained-looking run (tiny UNet, small CNN encoder, 16x16x1 digits) and its ONNX + TorchScript export."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from clsp.config import Config, load_config
+from clsp.diffusion.unet import build_unet
+from clsp.ssl.backbones import build_backbone, save_backbone
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAST = [
+    "positives.num_steps=10",
+    "positives.precision=fp32",
+    "positives.num_candidates=2",
+    "positives.batch_size=6",
+    "positives.shard_size=4",
+    "export.max_batch=64",
+]
+
+
+def make_run(root: Path) -> Path:
+    """``root/unet`` (tiny preset, random init) and ``root/ssl`` (small CNN with non-trivial BatchNorm statistics)."""
+    torch.manual_seed(0)
+    build_unet("tiny", 16, 1).save_pretrained(root / "unet")
+    encoder, dim = build_backbone("small-cnn", in_channels=1)
+    for module in encoder.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    spec = {"backbone": "small-cnn", "stem": "cifar", "in_channels": 1, "feature_dim": dim, "image_size": 16}
+    save_backbone(encoder, root / "ssl", {**spec, "mean": [0.25], "std": [0.35]})
+    return root
+
+
+def run_config(root: Path, *overrides: str) -> Config:
+    """The digits config pointed at ``root``, with :data:`FAST` and ``overrides``."""
+    return load_config(REPO_ROOT / "configs" / "digits.yaml", [f"run.output_dir={root}", *FAST, *overrides])
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run exported to ONNX and TorchScript (read-only: copy it with ``run_copy`` to change it)."""
+    from clsp.export.build import export_run
+
+    root = make_run(tmp_path_factory.mktemp("exported") / "run")
+    export_run(run_config(root), ("onnx", "torchscript"))
+    return root
+
+
+@pytest.fixture
+def run_copy(exported_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(exported_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def config_of():
+    """``config_of(root, *overrides)``: :func:`run_config`."""
+    return run_config
+
+
+@pytest.fixture
+def fresh_run(tmp_path: Path) -> Path:
+    """A run with models and no export."""
+    return make_run(tmp_path / "fresh")

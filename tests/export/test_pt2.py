@@ -1,0 +1,29 @@
+"""``.pt2``: torch.export with a dynamic batch, compiled by AOTInductor (tens of seconds, so one slow test)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clsp.diffusion.sampler import SamplerSettings
+from clsp.export.artifacts import pt2_device
+from clsp.export.build import export_run
+from clsp.export.specs import denoiser_spec, run_denoiser
+from clsp.runtime.load import load_denoiser
+
+
+@pytest.mark.slow
+def test_pt2_denoiser_exports_loads_and_matches_torch_at_any_batch(fresh_run: Path, config_of) -> None:
+    for path in (fresh_run / "ssl").iterdir():  # the denoiser only: each compile takes tens of seconds
+        path.unlink()
+    cfg = config_of(fresh_run, "positives.backend=pt2")
+    (result,) = export_run(cfg, ("pt2",))
+    assert result.rebuilt and result.metadata["parity"][0]["max_rel"] <= 1e-4
+    assert result.metadata["settings"] == {"device": pt2_device()}
+    module = run_denoiser(cfg)
+    compiled = load_denoiser(cfg, module, "cpu")
+    spec = denoiser_spec(module, SamplerSettings.from_config(cfg), 0.1)
+    for batch in (1, 70):  # 70: past diffusers' `batch >= 64` branch, which torch.export saw as a guard
+        inputs = spec.example_inputs(batch, seed=batch)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(*inputs), module(*inputs), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,35 @@
+"""``generate_positives`` with an exported denoiser runs the same sampler loop and makes the same positives."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clsp.errors import ClspError
+from clsp.positives.generate import generate_positives
+from clsp.positives.store import PositiveStore
+
+
+def positives(cfg) -> np.ndarray:
+    """uint8 ``[N, k, H, W, C]`` of the finished store."""
+    result = generate_positives(cfg, limit=8)
+    assert result.complete
+    store = PositiveStore.open(result.store)
+    return np.stack([[store.candidate(i, j) for j in range(store.num_candidates)] for i in range(store.n)])
+
+
+@pytest.mark.parametrize("backend", ["ort", "torchscript"])
+def test_exported_backends_make_the_torch_positives_within_one_level(
+    exported_run: Path, tmp_path: Path, config_of, backend: str
+) -> None:
+    reference = positives(config_of(exported_run, f"ssl.positives={tmp_path / 'torch'}"))
+    exported = positives(config_of(exported_run, f"ssl.positives={tmp_path / backend}", f"positives.backend={backend}"))
+    assert reference.shape == exported.shape == (8, 2, 16, 16, 1)
+    difference = np.abs(reference.astype(int) - exported.astype(int))
+    # float32 eps agree to ~1e-6; uint8 truncation turns the rare value on a level boundary into one level
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.99
+
+
+def test_a_backend_without_its_export_is_refused(fresh_run: Path, config_of) -> None:
+    with pytest.raises(ClspError, match=r"positives.backend=pt2 needs it: run `clsp export CONFIG --pt2`"):
+        generate_positives(config_of(fresh_run, "positives.backend=pt2"), limit=4)

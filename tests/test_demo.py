@@ -1,0 +1,120 @@
+"""``clsp demo --quick``, ``clsp eval`` and ``clsp compare`` as a user runs them: every promised file, by content."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clsp.config import load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WEIGHT = load_config(REPO_ROOT / "configs" / "digits.yaml").ssl.clsp_weight
+CLSP_LABEL = f"CLSP-SimCLR (λ={WEIGHT:g})"
+STAGES = [
+    "diffusion",
+    "positives",
+    "simclr seed 0",
+    "eval simclr seed 0",
+    "clsp-simclr seed 0",
+    "eval clsp-simclr seed 0",
+]
+
+
+def clsp(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clsp.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    result = clsp("demo", "--quick", "--set", f"run.output_dir={root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CLSP vs baseline" in result.stdout and "wall time per stage" in result.stdout
+    return root
+
+
+def png(path: Path) -> np.ndarray:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
+    summary = json.loads((demo_dir / "demo.json").read_text())
+    assert list(summary["stage_seconds"]) == STAGES
+    assert all(s > 0 for s in summary["stage_seconds"].values())
+    headers, rows = summary["table"]["headers"], summary["table"]["rows"]
+    assert [row[0] for row in rows] == ["SimCLR", CLSP_LABEL]
+    markdown = (demo_dir / "demo.md").read_text()
+    assert "| " + " | ".join(headers) + " |" in markdown
+    for row in rows:
+        assert "| " + " | ".join(row) + " |" in markdown
+
+    for variant, label, weight in (("simclr", "SimCLR", 0.0), ("clsp-simclr", CLSP_LABEL, WEIGHT)):
+        out = demo_dir / "seed0" / variant / "eval"
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["method_label"] == label and m["ssl"]["clsp_weight"] == weight
+        assert 10 <= m["linear"]["top1"] <= m["linear"]["top5"] <= 100  # 10 classes: above chance after training
+        knn = m["knn"]
+        assert knn["best_top1"] == max(knn["top1_by_k"][str(k)] for k in (5, 10, 20, 50))
+        assert knn["fixed_top1"] == knn["top1_by_k"]["20"] and "optimistic" in knn["note"]
+        a = m["alignment"]
+        assert 0 <= a["synthetic"] <= 4 and 0 <= a["random_pairs"] <= 4 and a["num_anchors"] == 1000
+        assert m["training"]["epoch"] == 2
+        report = (out / "report.md").read_text()
+        assert label in report and f"{m['linear']['top1']:.2f}" in report and f"{knn['fixed_top1']:.2f}" in report
+        assert sorted(m["files"]) == ["curves", "embedding", "positives"]
+        for name in m["files"]:
+            assert f"![{name}]({name}.png)" in report
+
+        embedding = png(out / "embedding.png")
+        colours = {tuple(c) for c in embedding.reshape(-1, 3)[::7]}
+        assert len(colours) > 20  # ten label colours with anti-aliasing, not a blank figure
+        grid = png(out / "positives.png")
+        # quick: k=1, so each of the 8 rows shows the anchor beside one candidate
+        assert grid.shape[0] > 3 * grid.shape[1] and grid.std() > 20
+
+    curves = png(demo_dir / "curves.png")
+    assert curves.shape[1] > 600
+    samples = png(demo_dir / "diffusion" / "samples.png")
+    assert samples.std() > 5
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> None:
+    again = clsp("demo", "--quick", "--set", f"run.output_dir={demo_dir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("skipped") == len(STAGES)
+
+    runs = [str(demo_dir / "seed0" / v) for v in ("simclr", "clsp-simclr")]
+    table = demo_dir / "compare.md"
+    result = clsp("compare", *runs, "--markdown", str(table))
+    assert result.returncode == 0, result.stderr
+    lines = table.read_text().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| SimCLR |") and lines[3].startswith(f"| {CLSP_LABEL} |")
+    top1 = json.loads((demo_dir / "seed0" / "clsp-simclr" / "eval" / "metrics.json").read_text())["linear"]["top1"]
+    assert f"{top1:.2f}" in lines[3]
+
+    other = clsp("demo", "--quick", "--set", "ssl.temperature=0.5", "--set", f"run.output_dir={demo_dir}")
+    assert other.returncode == 2 and "another config" in other.stderr
+
+
+def test_eval_without_a_trained_backbone_is_one_clear_line(tmp_path: Path) -> None:
+    result = clsp("eval", "configs/digits.yaml", "--set", f"run.output_dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no backbone.safetensors; train first" in result.stderr
+
+
+def test_compare_names_a_missing_or_broken_metrics_file(tmp_path: Path) -> None:
+    result = clsp("compare", str(tmp_path))
+    assert result.returncode == 2 and "run `clsp eval CONFIG`" in result.stderr
+    broken = tmp_path / "metrics.json"
+    broken.write_text("{")
+    result = clsp("compare", str(broken))
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
