@@ -13,16 +13,16 @@ from clsp.runtime.features import encode_images, save_features
 
 
 @pytest.fixture
-def test_images(exported_run: Path, config_of) -> ImageSet:
+def digit_images(exported_run: Path, config_of) -> ImageSet:
     images = load_images(config_of(exported_run).data, "test")
     return ImageSet("digits test[:300]", images.images[:300], images.labels[:300])
 
 
 @pytest.mark.parametrize("backend", ["ort", "torchscript"])
-def test_exported_encoders_give_the_torch_features(exported_run: Path, config_of, test_images, backend: str) -> None:
+def test_exported_encoders_give_the_torch_features(exported_run: Path, config_of, digit_images, backend: str) -> None:
     cfg = config_of(exported_run, "export.max_batch=128")  # three batches, the last one short
-    reference = encode_images(cfg, "torch", test_images)
-    features = encode_images(cfg, backend, test_images)
+    reference = encode_images(cfg, "torch", digit_images)
+    features = encode_images(cfg, backend, digit_images)
     assert features.shape == (300, 256) and features.dtype == torch.float32
     cosine = torch.nn.functional.cosine_similarity(features, reference, dim=1)
     assert cosine.min() > 0.9999
