@@ -13,6 +13,19 @@ SetOption = Annotated[
 ]
 
 
+def parse_number_list(text: str, option: str, kind: type, example: str, lo: float, hi: float) -> list:
+    """``"0,0.1,0.5"`` -> ``[0.0, 0.1, 0.5]`` (``kind`` each); ClspError naming ``option`` unless all in [lo, hi]."""
+    from clsp.errors import ClspError
+
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ClspError(f"{option} {text!r}: expected comma-separated numbers, e.g. {example}") from None
+    if not values or any(not lo <= v <= hi for v in values):
+        raise ClspError(f"{option} {text!r}: give one or more values in [{lo:g}, {hi:g}], e.g. {example}")
+    return values
+
+
 def script_parser(description: str, state_dir: str) -> argparse.ArgumentParser:
     """The options every ``accelerate launch`` training script takes: --config, --set (repeatable), --resume."""
     parser = argparse.ArgumentParser(description=description)

@@ -84,7 +84,12 @@ class DataConfig(Section):
 
 class DiffusionConfig(Section):
     unet: str = "ddpm-cifar"
-    """A preset name (ddpm-cifar, ddpm-stl64, small, tiny) or a local diffusers UNet2DModel folder."""
+    """What `clsp diffusion train` trains: a preset name (ddpm-cifar, ddpm-stl64, small, tiny), or a local diffusers
+    UNet2DModel folder to fine-tune (positives sample from such a folder directly when nothing was trained)."""
+    pretrained: str | None = None
+    """A trained UNet to generate positives with when ``<output_dir>/unet`` was not trained: a shipped name
+    (``digits-pretrained``) or a UNet2DModel folder. ``clsp demo`` then skips DDPM training (``--train-diffusion``
+    trains ``unet`` from scratch with this section's recipe instead). None: train first."""
     image_size: int | None = Field(None, ge=4, le=1024)
     """Resize the training images to this size for diffusion and positives (STL-10: 96 -> 64); None = as loaded."""
     dropout: float | None = Field(None, ge=0, lt=1)

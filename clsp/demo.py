@@ -1,7 +1,8 @@
 """``clsp demo``: every stage on one config (by default the embedded digits), CLSP against its baseline.
 
-Trains the DDPM, generates the positives, then for each seed trains the baseline (λ = 0) and the CLSP variant
-(λ = ``ssl.clsp_weight``) with the same budget and seed, evaluates both, and writes a side-by-side table.
+Trains the DDPM (or, with ``diffusion.pretrained``, samples with a trained one), generates and scores the positives,
+then for each seed trains the baseline (λ = 0) and the CLSP variant (λ = ``ssl.clsp_weight``) with the same budget
+and seed, evaluates both, and writes a side-by-side table with the positives' quality.
 
 Layout under ``<run.output_dir>``: ``unet/``, ``diffusion/``, ``positives/`` (shared), ``seed<S>/<variant>/``
 (``ssl/`` and ``eval/`` of each run), ``curves.png``, ``demo.md``, ``demo.json`` and ``stages.json``, the ledger
@@ -22,6 +23,7 @@ from clsp.errors import ClspError
 from clsp.progress import console, print_table
 
 QUICK_OVERRIDES = (
+    "diffusion.pretrained=null",
     "diffusion.unet=tiny",
     "diffusion.epochs=2",
     "diffusion.warmup_steps=10",
@@ -94,7 +96,10 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     from clsp.evaluation.evaluate import evaluate_run
     from clsp.evaluation.plots import read_metrics, training_curves
     from clsp.evaluation.report import comparison_rows
-    from clsp.positives.generate import generate_positives
+    from clsp.positives.generate import generate_positives, store_path
+    from clsp.positives.inspect import store_quality
+    from clsp.positives.quality import quality_rows
+    from clsp.positives.store import PositiveStore
     from clsp.train import train_ssl
 
     if cfg.data.source != "digits":
@@ -104,9 +109,15 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     key = hashlib.sha256(config_file.read_bytes()).hexdigest()[:16]
     ledger = StageLedger(root / "stages.json", key)
     resume_diffusion = (root / "diffusion" / "state").is_dir()
-    ledger.run("diffusion", lambda: train_diffusion(cfg, resume=resume_diffusion))
+    if cfg.diffusion.pretrained is None:
+        ledger.run("diffusion", lambda: train_diffusion(cfg, resume=resume_diffusion))
+    else:
+        ledger.run("diffusion", lambda: _use_pretrained(cfg))
     ledger.run("positives", lambda: generate_positives(cfg))
-    stages = ["diffusion", "positives"]
+    store = PositiveStore.open(store_path(cfg), check="size")
+    ledger.run("score positives", lambda: store_quality(store, cfg))
+    quality = store_quality(store, cfg)  # cached by the stage above
+    stages = ["diffusion", "positives", "score positives"]
 
     runs: list[dict[str, Any]] = []
     for seed in seeds:
@@ -127,6 +138,7 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
         "config": str(config_file),
         "seeds": list(seeds),
         "table": {"headers": headers, "rows": rows},
+        "positives_quality": quality,
         "stage_seconds": seconds,
         "total_seconds": sum(seconds.values()),
         "runs": [{"run": m["run"], "method": m["method_label"], "eval": f"{m['run']}/eval"} for m in runs],
@@ -137,16 +149,34 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
         },
     }
     atomic_write_text(root / "demo.json", json.dumps(result, indent=1))
-    atomic_write_text(root / "demo.md", _markdown(result, headers, rows, stage_rows))
+    quality_table = list(quality_rows(quality).items())
+    atomic_write_text(root / "demo.md", _markdown(result, headers, rows, stage_rows, quality_table))
+    print_table(f"positive quality ({store.root})", ["measure", "value"], quality_table)
     print_table(f"CLSP vs baseline, {len(seeds)} seed(s) (mean ± std over seeds)", headers, rows)
     print_table("wall time per stage", ["stage", "seconds"], stage_rows)
     print_table("where to look", ["what", "file"], [*result["files"].items(), ("this summary", root / "demo.md")])
     return result
 
 
+def _use_pretrained(cfg: Config) -> None:
+    """The diffusion stage with ``diffusion.pretrained``: no training; load (and check) it and draw its samples."""
+    from clsp.diffusion.train import save_samples
+    from clsp.diffusion.unet import load_trained_unet, trained_unet_source
+
+    unet = load_trained_unet(cfg).eval()
+    console.print(
+        f"diffusion: sampling with the trained UNet {trained_unet_source(cfg)!r} (diffusion.pretrained), not training "
+        "one; `clsp demo --train-diffusion` trains it from scratch with the config's recipe"
+    )
+    if cfg.diffusion.num_samples:
+        save_samples(unet, cfg, cfg.run.output_dir / "diffusion" / "samples.png")
+
+
 def _stage_rows(seconds: dict[str, float], cfg: Config, seeds: Sequence[int]) -> list[list[str]]:
     """Shared stages, then each variant's SSL and eval time (mean over seeds), then the total."""
-    rows = [[stage, f"{seconds[stage]:.0f}"] for stage in ("diffusion", "positives")]
+    rows = [[stage, f"{seconds[stage]:.0f}"] for stage in ("diffusion", "positives", "score positives")]
+    if cfg.diffusion.pretrained is not None:
+        rows[0][0] = f"diffusion (pretrained {cfg.diffusion.pretrained}: samples only)"
     for v in variants(cfg):
         for prefix, label in (("", f"train {v.name}"), ("eval ", f"eval {v.name}")):
             times = [seconds[f"{prefix}{v.name} seed {s}"] for s in seeds]
@@ -155,7 +185,7 @@ def _stage_rows(seconds: dict[str, float], cfg: Config, seeds: Sequence[int]) ->
     return rows
 
 
-def _markdown(result: dict[str, Any], headers, rows, stage_rows) -> str:
+def _markdown(result: dict[str, Any], headers, rows, stage_rows, quality_table) -> str:
     from clsp.evaluation.report import markdown_table
 
     return "\n".join(
@@ -163,8 +193,15 @@ def _markdown(result: dict[str, Any], headers, rows, stage_rows) -> str:
             "# clsp demo\n",
             f"Config `{result['config']}`, seeds {result['seeds']}. Accuracies in % on the test split; alignment = "
             "mean ‖f̂(x) − f̂(s)‖² between normalised backbone features of anchors and their synthetic positives "
-            "(random pairs for scale). kNN best k is picked on the test set (optimistic); fixed k is not.\n",
+            "(two augmented views of one image and random pairs for scale). kNN best k is picked on the test set (optimistic); fixed k is not.\n",
             markdown_table(headers, rows),
+            "## Positive quality\n",
+            "Class kept: share of candidates that a logistic regression fit on real labelled training pixels only "
+            "assigns to the anchor's label (its accuracy on real test images beside it). Off-manifold: share farther "
+            "from every real training image than 99% of real held-out images are (no labels needed; the real test "
+            "images' rate beside it). Hardness: RMS pixel distance anchor-candidate, beside two augmented views of "
+            "one image and random pairs.\n",
+            markdown_table(["measure", "value"], quality_table),
             "## Wall time per stage (seconds)\n",
             markdown_table(["stage", "seconds"], stage_rows),
             "## Files\n",
@@ -174,8 +211,12 @@ def _markdown(result: dict[str, Any], headers, rows, stage_rows) -> str:
     )
 
 
-def demo(config: Path, overrides: Sequence[str], quick: bool, seeds: Sequence[int] | None) -> dict[str, Any]:
-    """Load ``config`` (with the ``--quick`` budget under the user's ``--set`` overrides) and run the demo."""
+def demo(
+    config: Path, overrides: Sequence[str], quick: bool, seeds: Sequence[int] | None, train_diffusion: bool = False
+) -> dict[str, Any]:
+    """Load ``config`` (with the ``--quick`` budget under the user's ``--set`` overrides) and run the demo;
+    ``train_diffusion`` ignores ``diffusion.pretrained`` and trains the DDPM from scratch."""
     prefix = [*QUICK_OVERRIDES, "run.output_dir=runs/demo-quick"] if quick else []
-    cfg = load_config(config, [*prefix, *overrides])
+    retrain = ["diffusion.pretrained=null"] if train_diffusion else []
+    cfg = load_config(config, [*prefix, *overrides, *retrain])
     return run_demo(cfg, list(seeds) if seeds else [cfg.run.seed])

@@ -17,6 +17,7 @@ CLSP_LABEL = f"CLSP-SimCLR (λ={WEIGHT:g})"
 STAGES = [
     "diffusion",
     "positives",
+    "score positives",
     "simclr seed 0",
     "eval simclr seed 0",
     "clsp-simclr seed 0",
@@ -53,6 +54,9 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
     assert [row[0] for row in rows] == ["SimCLR", CLSP_LABEL]
     markdown = (demo_dir / "demo.md").read_text()
     assert "| " + " | ".join(headers) + " |" in markdown
+    quality = summary["positives_quality"]
+    assert quality["num_anchors"] == 1347 and quality["classifier"]["test_accuracy"] > 0.9
+    assert f"| class kept | {100 * quality['class_kept']:.1f}%" in markdown
     for row in rows:
         assert "| " + " | ".join(row) + " |" in markdown
 
@@ -65,7 +69,12 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
         assert knn["best_top1"] == max(knn["top1_by_k"][str(k)] for k in (5, 10, 20, 50))
         assert knn["fixed_top1"] == knn["top1_by_k"]["20"] and "optimistic" in knn["note"]
         a = m["alignment"]
-        assert 0 <= a["synthetic"] <= 4 and 0 <= a["random_pairs"] <= 4 and a["num_anchors"] == 1000
+        assert all(0 <= a[key] <= 4 for key in ("synthetic", "two_views", "random_pairs"))
+        assert a["num_anchors"] == 1347 and a["num_candidates"] == 1
+        assert m["positives_quality"] == summary["positives_quality"]
+        assert (
+            0 <= m["positives_quality"]["class_kept"] <= 1 and "## Positive quality" in (out / "report.md").read_text()
+        )
         assert m["training"]["epoch"] == 2
         report = (out / "report.md").read_text()
         assert label in report and f"{m['linear']['top1']:.2f}" in report and f"{knn['fixed_top1']:.2f}" in report

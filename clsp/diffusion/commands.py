@@ -4,9 +4,8 @@ from typing import Annotated
 
 import typer
 
-from clsp.cli_args import ConfigArgument, SetOption
+from clsp.cli_args import ConfigArgument, SetOption, parse_number_list
 from clsp.config import load_config
-from clsp.errors import ClspError
 from clsp.progress import print_summary
 
 diffusion_app = typer.Typer(
@@ -30,16 +29,6 @@ def train(
     run_training(config, overrides or [], resume)
 
 
-def _parse_weights(text: str) -> list[float]:
-    try:
-        weights = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ClspError(f"--weights {text!r}: expected comma-separated numbers, e.g. 0,0.1,0.5,1") from None
-    if not weights or any(not 0 <= w <= 1 for w in weights):
-        raise ClspError(f"--weights {text!r}: give one or more weights in [0,1], e.g. 0,0.1,0.5,1")
-    return weights
-
-
 @diffusion_app.command("preview")
 def preview(
     config: ConfigArgument,
@@ -48,7 +37,7 @@ def preview(
     weights: Annotated[str, typer.Option("--weights", help="Columns: comma-separated w in [0,1].")] = "0,0.1,0.5,1",
 ) -> None:
     """Write <output_dir>/diffusion/preview.png: anchors in the first column, one column of positives per w."""
-    parsed = _parse_weights(weights)
+    parsed = parse_number_list(weights, "--weights", float, "0,0.1,0.5,1", 0, 1)
     cfg = load_config(config, overrides or [])
     from clsp.diffusion.preview import preview_positives
 

@@ -66,6 +66,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+SHIPPED_DIR = Path(__file__).parent / "pretrained"
+SHIPPED: dict[str, str] = {
+    "digits-pretrained": "the `small` preset trained on the embedded digits by `clsp diffusion train`",
+}
+"""Trained UNets shipped inside the package (``diffusion.pretrained``), each a diffusers folder beside a
+``provenance.json`` (the command and config that trained it, the SHA-256 of its weights, its positive quality)."""
+SHIPPED_PROVENANCE = "provenance.json"
+SHIPPED_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def shipped_provenance(name: str) -> dict[str, Any]:
+    """The ``provenance.json`` of shipped UNet ``name``, after checking its weights against the recorded SHA-256."""
+    import hashlib
+
+    folder = SHIPPED_DIR / name
+    try:
+        provenance = json.loads((folder / SHIPPED_PROVENANCE).read_text(encoding="utf-8"))
+        digest = hashlib.sha256((folder / SHIPPED_WEIGHTS).read_bytes()).hexdigest()
+    except (OSError, ValueError) as e:
+        raise ClspError(f"{folder}: the shipped UNet {name!r} is missing or damaged ({e}); reinstall clsp") from None
+    if digest != provenance["weights_sha256"]:
+        raise ClspError(f"{folder / SHIPPED_WEIGHTS}: SHA-256 differs from {SHIPPED_PROVENANCE}; reinstall clsp")
+    return provenance
+
+
 def build_unet(preset: str, image_size: int, channels: int, dropout: float | None = None) -> UNet2DModel:
     """A freshly initialised UNet of ``preset`` for ``channels``-channel images of ``image_size`` px.
 
@@ -86,7 +111,11 @@ def build_unet(preset: str, image_size: int, channels: int, dropout: float | Non
 
 
 def load_pretrained_unet(path: str | Path) -> UNet2DModel:
-    """Load a local diffusers ``UNet2DModel`` folder (``config.json`` + weights), or a pipeline folder's ``unet/``."""
+    """Load a local diffusers ``UNet2DModel`` folder (``config.json`` + weights), a pipeline folder's ``unet/``, or a
+    shipped UNet by name (:data:`SHIPPED`, weights checked against its recorded SHA-256)."""
+    if str(path) in SHIPPED:
+        shipped_provenance(str(path))
+        path = SHIPPED_DIR / str(path)
     path = Path(path)
     if not path.is_dir():
         raise ClspError(
@@ -123,18 +152,33 @@ def load_unet(name_or_path: str, image_size: int, channels: int, dropout: float 
     return unet
 
 
-def load_trained_unet(cfg: Config) -> UNet2DModel:
-    """The UNet a run samples with: ``<run.output_dir>/unet`` once trained, else a ``diffusion.unet`` folder."""
+def trained_unet_source(cfg: Config) -> str:
+    """Where the UNet a run samples with comes from: ``<run.output_dir>/unet`` once trained there, else
+    ``diffusion.pretrained`` (a shipped name or a folder), else a ``diffusion.unet`` folder."""
     trained = cfg.run.output_dir / "unet"
     if trained.is_dir():
-        source = trained
-    elif cfg.diffusion.unet not in PRESETS:
-        source = Path(cfg.diffusion.unet)
-    else:
-        raise ClspError(
-            f"no trained UNet in {trained}; run `clsp diffusion train` first, or set diffusion.unet to a UNet folder"
-        )
-    return load_pretrained_unet(source)
+        return str(trained)
+    if cfg.diffusion.pretrained is not None:
+        return cfg.diffusion.pretrained
+    if cfg.diffusion.unet not in PRESETS:
+        return cfg.diffusion.unet
+    raise ClspError(
+        f"no trained UNet in {trained}; run `clsp diffusion train` first, or set diffusion.pretrained to a trained "
+        f"UNet ({', '.join(SHIPPED)} or a folder)"
+    )
+
+
+def load_trained_unet(cfg: Config) -> UNet2DModel:
+    """The UNet a run samples with (see :func:`trained_unet_source`), checked against the data's image shape."""
+    source = trained_unet_source(cfg)
+    unet = load_pretrained_unet(source)
+    if cfg.diffusion.pretrained is not None and source == cfg.diffusion.pretrained:
+        from clsp.data import load_images
+
+        images = load_images(cfg.data, cfg.data.train_split)
+        size = cfg.diffusion.image_size or images.image_shape[0]
+        check_unet_matches(unet, size, images.image_shape[2], f"diffusion.pretrained={source}")
+    return unet
 
 
 def _sample_size(unet: UNet2DModel) -> int:

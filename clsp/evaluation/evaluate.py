@@ -12,23 +12,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, save_resolved_config
 from clsp.data import ImageSet, load_images
+from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
-from clsp.evaluation.features import Encoder, extract_features
+from clsp.evaluation.features import extract_features
 from clsp.evaluation.knn import knn_accuracy
 from clsp.evaluation.linear import train_linear_probe
 from clsp.evaluation.plots import embedding_plot, read_metrics, training_curves
 from clsp.evaluation.report import write_report
+from clsp.positives.quality import feature_hardness, quality_rows
 from clsp.positives.store import PositiveStore
 
 METRICS_FILE = "metrics.json"
-ALIGNMENT_ANCHORS = 1000
-"""Anchors (with all their candidates) over which the alignment term is measured."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,12 @@ class EvalResult:
         }
         if m["alignment"]:
             a = m["alignment"]
-            rows["alignment ‖f(x)−f(s)‖² synthetic / random pairs"] = f"{a['synthetic']:.3f} / {a['random_pairs']:.3f}"
+            rows["alignment ‖f(x)−f(s)‖² synthetic / two views / random pairs"] = (
+                f"{a['synthetic']:.3f} / {a['two_views']:.3f} / {a['random_pairs']:.3f}"
+            )
+        if m.get("positives_quality"):
+            q = quality_rows(m["positives_quality"])
+            rows["positives: class kept"] = q["class kept"]
         rows["report"] = self.directory / "report.md"
         rows["time"] = f"{self.seconds:.0f} s"
         return rows
@@ -73,19 +77,19 @@ def _labelled(cfg: Config, split: str) -> ImageSet:
     return images
 
 
-def alignment(encoder: Encoder, anchors: np.ndarray, store: PositiveStore, mean, std, seed: int) -> dict[str, float]:
-    """The CLSP alignment term measured on clean images: mean ``‖f̂(x) − f̂(s)‖² = 2 − 2 cos`` between the
-    L2-normalised backbone features of each anchor ``x`` and each of its stored candidates ``s``, beside the same
-    quantity for random pairs of training images (the scale of "unrelated"). Uses the first anchors only."""
-    count = min(ALIGNMENT_ANCHORS, store.n)
-    candidates = np.stack([store[i] for i in range(count)])  # [n, k, H, W, C]
-    k = candidates.shape[1]
-    f_anchor = F.normalize(extract_features(encoder, anchors[:count], mean, std, description="alignment"), dim=1)
-    f_cand = F.normalize(extract_features(encoder, candidates.reshape(-1, *candidates.shape[2:]), mean, std), dim=1)
-    synthetic = (2 - 2 * (f_anchor.repeat_interleave(k, 0) * f_cand).sum(1)).mean().item()
-    perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    random_pairs = (2 - 2 * (f_anchor * f_anchor[perm]).sum(1)).mean().item()
-    return {"synthetic": synthetic, "random_pairs": random_pairs, "num_anchors": count, "num_candidates": k}
+def store_feature_hardness(
+    store: PositiveStore, anchors: np.ndarray, encoder, spec: dict[str, Any], cfg: Config, count: int
+) -> dict[str, Any]:
+    """The CLSP term on clean images for the first ``count`` anchors of ``store`` and their candidates, in the
+    encoder's normalised features (see :func:`~clsp.positives.quality.feature_hardness`); positives made at another
+    size than the encoder's input (``diffusion.image_size``) are resized to it first, as SSL training does."""
+    anchors, candidates = anchors[:count], np.stack([store[i] for i in range(count)])
+    size = spec["image_size"]
+    if anchors.shape[1] != size:
+        n, k = candidates.shape[:2]
+        anchors = resize_images(anchors, size)
+        candidates = resize_images(candidates.reshape(n * k, *candidates.shape[2:]), size).reshape(n, k, size, size, -1)
+    return feature_hardness(encoder, anchors, candidates, spec["mean"], spec["std"], cfg.ssl.augment, cfg.run.seed)
 
 
 def _positive_store(cfg: Config, n: int) -> PositiveStore | None:
@@ -132,18 +136,17 @@ def evaluate_run(cfg: Config) -> EvalResult:
     by_k = knn_accuracy(train_f, train_l, test_f, test_l, ks, e.knn_temperature)
     best_k = max(e.knn_k, key=lambda k: (by_k[k], -k))
 
-    store = _positive_store(cfg, len(load_images(cfg.data, cfg.data.train_split)))
-    aligned = None
+    train_images = (
+        train if cfg.data.labeled_split == cfg.data.train_split else load_images(cfg.data, cfg.data.train_split)
+    )
+    store = _positive_store(cfg, len(train_images))
+    aligned = quality = None
     if store is not None:
-        from clsp.positives.inspect import show_positives, store_anchors
+        from clsp.positives.inspect import show_positives, store_dataset, store_quality
 
-        anchors = store_anchors(store)
-        if anchors.shape[1:] != train.images.shape[1:]:
-            raise ClspError(
-                f"{store.root}: positives are {list(anchors.shape[1:])} but the encoder takes "
-                f"{list(train.images.shape[1:])} images; evaluate with the data.image_size the run was trained on"
-            )
-        aligned = alignment(encoder, anchors, store, mean, std, cfg.run.seed)
+        anchors = store_dataset(store, cfg)[1]
+        quality = store_quality(store, cfg)
+        aligned = store_feature_hardness(store, anchors, encoder, spec, cfg, quality["num_anchors"])
         show_positives(store, anchors, 8, out / "positives.png")
 
     metrics: dict[str, Any] = {
@@ -169,6 +172,7 @@ def evaluate_run(cfg: Config) -> EvalResult:
             "note": "best k is chosen on the test set (as the reference does), so it is optimistic; fixed k is not",
         },
         "alignment": aligned,
+        "positives_quality": quality,
         "training": _last_epoch(ssl_dir / "metrics.jsonl"),
     }
     files = _plots(cfg, out, test_f, test.labels, ssl_dir)

@@ -15,10 +15,12 @@ COLUMNS: dict[str, Callable[[Metrics], float | None]] = {
     "kNN fixed k": lambda m: m["knn"]["fixed_top1"],
     "kNN best k": lambda m: m["knn"]["best_top1"],
     "align synth": lambda m: m["alignment"]["synthetic"] if m["alignment"] else None,
+    "align views": lambda m: m["alignment"].get("two_views") if m["alignment"] else None,
     "align random": lambda m: m["alignment"]["random_pairs"] if m["alignment"] else None,
 }
 """The compared numbers: top-1/top-5 accuracies in % (kNN at the config's fixed k and at the best k of the grid);
-alignment as mean ‖f̂(x) − f̂(s)‖² of normalised backbone features, anchor vs synthetic positive and random pairs."""
+alignment as mean ‖f̂(x) − f̂(s)‖² of normalised backbone features: anchor vs synthetic positive, two augmented
+views of one image, and random pairs."""
 
 
 def _fmt(values: Sequence[float | None]) -> str:
@@ -51,6 +53,21 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _quality_section(scores: Metrics | None) -> list[str]:
+    if not scores:
+        return []
+    from clsp.positives.quality import quality_rows
+
+    rows = [[name, value] for name, value in quality_rows(scores).items()]
+    return [
+        f"## Positive quality (`{scores['store']}`)\n",
+        markdown_table(["measure", "value"], rows),
+        "Class kept and off-manifold come from a logistic regression fit on real labelled training pixels only; "
+        "hardness compares anchor-candidate distance with two augmented views of one image (same object, easy) "
+        "and random pairs (unrelated). `clsp positives score` / `clsp positives sweep` explain more.\n",
+    ]
+
+
 def write_report(metrics: Metrics, path: Path) -> Path:
     """``report.md`` for one evaluated run: the headline table, kNN over k, the alignment term and the plots."""
     knn, linear = metrics["knn"], metrics["linear"]
@@ -66,7 +83,9 @@ def write_report(metrics: Metrics, path: Path) -> Path:
         "final-epoch accuracy.",
         f"- kNN: cosine, votes exp(s/{knn['temperature']:g}); {knn['note']}.",
         "- Alignment: mean ‖f̂(x) − f̂(s)‖² (= 2 − 2·cos) between the normalised backbone features of an anchor and "
-        "its synthetic positives, beside the same for random pairs of training images; lower = closer.\n",
+        "its synthetic positives, beside the same for two augmented views of one image and for random pairs of "
+        "training images; lower = closer.\n",
+        *_quality_section(metrics.get("positives_quality")),
         "## kNN top-1 over k\n",
         markdown_table(["k", *knn["top1_by_k"]], [["top-1 %", *(f"{v:.2f}" for v in knn["top1_by_k"].values())]]),
         "## Plots\n",

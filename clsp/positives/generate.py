@@ -20,7 +20,13 @@ from clsp.config import Config, save_resolved_config
 from clsp.data import ImageSet, load_images
 from clsp.data.imageset import resize_images
 from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, model_to_images, sample_positives
-from clsp.diffusion.unet import InterpolatingDenoiser, load_trained_unet
+from clsp.diffusion.unet import (
+    SHIPPED,
+    InterpolatingDenoiser,
+    load_trained_unet,
+    shipped_provenance,
+    trained_unet_source,
+)
 from clsp.errors import ClspError
 from clsp.positives.store import PositiveStore
 from clsp.progress import progress_bar
@@ -56,6 +62,16 @@ def unet_content_hash(unet: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def shipped_unet_record(cfg: Config) -> dict[str, object]:
+    """``{"unet_shipped": {name, weights SHA-256, the command that trained it}}`` when positives come from a shipped
+    UNet, else ``{}`` (``unet_sha256`` identifies the weights either way)."""
+    source = trained_unet_source(cfg)
+    if source not in SHIPPED:
+        return {}
+    p = shipped_provenance(source)
+    return {"unet_shipped": {"name": source, "weights_sha256": p["weights_sha256"], "command": p["command"]}}
+
+
 def store_path(cfg: Config) -> Path:
     return cfg.ssl.positives or cfg.run.output_dir / "positives"
 
@@ -64,7 +80,7 @@ def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, np.ndarray]
     """The training split (its first ``limit`` images when given) and its anchors: uint8 ``[N, H, W, C]``
     resized to ``diffusion.image_size`` when that is set."""
     images = load_images(cfg.data, cfg.data.train_split)
-    if limit is not None:
+    if limit is not None and limit < len(images):
         images = ImageSet(
             f"{images.name}[:{limit}]",
             images.images[:limit],
@@ -126,6 +142,7 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
     provenance = {
         "dataset": dataset.name,
         "unet_sha256": unet_content_hash(unet),
+        **shipped_unet_record(cfg),
         "sampler": {"weight": p.weight, "num_layers": p.num_layers, **settings.__dict__},
         "seed": p.seed,
     }

@@ -1,49 +1,111 @@
-"""Look at a positive store: a grid of anchors beside their candidates, and how far the candidates stray."""
+"""Look at a positive store: a grid of anchors beside their candidates, and how good the candidates are."""
 
+import contextlib
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from clsp.config import RESOLVED_CONFIG_NAME, load_config
+from clsp.atomic import atomic_write_text
+from clsp.config import RESOLVED_CONFIG_NAME, Config, load_config
+from clsp.data import ImageSet, load_images
+from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
+from clsp.positives.quality import NEEDS_LABELS, QUALITY_VERSION, fit_reference_classifier, score_positives
 from clsp.positives.store import PositiveStore
 
+DEFAULT_SCORE_ANCHORS = 2000
+"""Anchors (with all their candidates) scored unless a limit is given: every digits image, a subset of CIFAR."""
+QUALITY_FILE = "quality.json"
 
-def store_anchors(store: PositiveStore) -> np.ndarray:
-    """The anchors a store was made from, uint8 ``[N, H, W, C]``, reloaded through the config saved beside it
-    and checked against the store's dataset fingerprint."""
-    from clsp.positives.generate import anchor_images
 
+def store_config(store: PositiveStore) -> Config:
+    """The resolved config saved beside a store by ``clsp positives generate``."""
     config_path = store.root / RESOLVED_CONFIG_NAME
     if not config_path.is_file():
         raise ClspError(f"{store.root}: no {RESOLVED_CONFIG_NAME} beside the store, so its anchors are unknown")
-    dataset, anchors = anchor_images(load_config(config_path), store.n)
+    return load_config(config_path)
+
+
+def store_dataset(store: PositiveStore, cfg: Config | None = None) -> tuple[ImageSet, np.ndarray]:
+    """The training images a store was made from (``cfg``'s data, default the config beside the store) and its
+    anchors, uint8 ``[N, H, W, C]`` at the store's size; refused unless the store was made from exactly these."""
+    from clsp.positives.generate import anchor_images
+
+    dataset, anchors = anchor_images(cfg or store_config(store), store.n)
     store.check_matches(len(dataset), dataset.fingerprint, dataset.name)
-    return anchors
+    return dataset, anchors
 
 
-def pixel_cosine(anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Cosine similarity in pixel space between each anchor ``[n, H, W, C]`` and its candidates ``[n, k, H, W, C]``
-    (uint8, compared after mapping to [-1, 1]); returns float ``[n, k]``."""
-    a = anchors.reshape(len(anchors), 1, -1).astype(np.float64) / 127.5 - 1
-    c = candidates.reshape(*candidates.shape[:2], -1).astype(np.float64) / 127.5 - 1
-    return (a * c).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(c, axis=-1) + 1e-12)
+def store_anchors(store: PositiveStore) -> np.ndarray:
+    """The anchors a store was made from, uint8 ``[N, H, W, C]``, through the config saved beside it."""
+    return store_dataset(store)[1]
 
 
-def show_positives(
-    store: PositiveStore, anchors: np.ndarray, num_rows: int, path: Path, stats_rows: int = 1000
-) -> dict:
-    """Write a PNG grid (one row per anchor: the anchor, then its k candidates) and return summary rows
-    with the anchor-candidate pixel cosine over the first ``stats_rows`` images."""
+def score_store(store: PositiveStore, cfg: Config | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Quality of the first ``limit`` (default :data:`DEFAULT_SCORE_ANCHORS`) anchors' candidates in ``store``
+    (see :mod:`clsp.positives.quality`). ``cfg`` names the data (default: the config beside the store); the class
+    measures need labels on the training, labelled and test splits and say :data:`NEEDS_LABELS` otherwise.
+    Random draws (augmentations, subsets) are seeded by ``positives.seed``: a store scores the same in every run."""
+    cfg = cfg or store_config(store)
+    seed = cfg.positives.seed
+    dataset, anchors = store_dataset(store, cfg)
+    count = min(limit or DEFAULT_SCORE_ANCHORS, store.n)
+    candidates = np.stack([store[i] for i in range(count)])
+    size = store.image_shape[0]
+    from clsp.positives.generate import anchor_images
+
+    reference = anchor_images(cfg, None)[1]  # a --limit store too: the manifold is every training image
+    test = load_images(cfg.data, cfg.data.test_split)
+    labelled = load_images(cfg.data, cfg.data.labeled_split)
+    classifier = None
+    if dataset.labels is not None and labelled.labels is not None and test.labels is not None:
+        classifier = fit_reference_classifier(labelled, test, size, seed)
+    scores = score_positives(
+        anchors[:count],
+        candidates,
+        reference,
+        resize_images(test.images, size),
+        cfg.ssl.augment,
+        anchor_labels=None if dataset.labels is None else dataset.labels[:count],
+        classifier=classifier,
+        seed=seed,
+    )
+    return {"store": str(store.root), "dataset": dataset.name, **scores}
+
+
+def store_quality(store: PositiveStore, cfg: Config | None = None, limit: int | None = None) -> dict[str, Any]:
+    """:func:`score_store`, cached in ``<store>/quality.json`` under a key of everything the scores depend on
+    (the shards' SHA-256, the data and augmentation settings, the anchor count and the seed)."""
+    cfg = cfg or store_config(store)
+    key = {
+        "version": QUALITY_VERSION,
+        "shards": [store.shard_sha256(i) for i in store.finished_shards()],
+        "data": cfg.data.model_dump(mode="json"),
+        "augment": cfg.ssl.augment.model_dump(mode="json"),
+        "anchors": min(limit or DEFAULT_SCORE_ANCHORS, store.n),
+        "seed": cfg.positives.seed,
+    }
+    path = store.root / QUALITY_FILE
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return cached["scores"]
+    except (OSError, ValueError, AttributeError):
+        pass  # no cache, or an unreadable one: score again
+    scores = score_store(store, cfg, limit)
+    with contextlib.suppress(OSError):  # a read-only store is scored every time
+        atomic_write_text(path, json.dumps({"key": key, "scores": scores}, indent=1))
+    return scores
+
+
+def show_positives(store: PositiveStore, anchors: np.ndarray, num_rows: int, path: Path) -> Path:
+    """Write a PNG grid, one row per anchor: the anchor, then its k candidates."""
     num_rows = min(num_rows, store.n)
     rows = np.concatenate([np.concatenate([anchors[i : i + 1], store[i]]) for i in range(num_rows)])
-    grid = save_image_grid(rows, path, nrow=store.num_candidates + 1)
-    count = min(stats_rows, store.n)
-    cosine = pixel_cosine(anchors[:count], np.stack([store[i] for i in range(count)]))
-    return {
-        "grid": grid,
-        "layout": f"{num_rows} rows: anchor, then its {store.num_candidates} candidates",
-        "pixel cosine anchor-candidate": f"{cosine.mean():.3f} ± {cosine.std():.3f} (over {count} anchors; 1 = identical)",
-        "pixel cosine per candidate": ", ".join(f"{c:.3f}" for c in cosine.mean(0)),
-    }
+    return save_image_grid(rows, path, nrow=store.num_candidates + 1)
+
+
+__all__ = ["NEEDS_LABELS", "score_store", "show_positives", "store_anchors", "store_dataset", "store_quality"]

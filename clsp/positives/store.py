@@ -101,6 +101,10 @@ class PositiveStore:
     def finished_shards(self) -> list[int]:
         return sorted(int(i) for i in self._manifest["shards"])
 
+    def shard_sha256(self, index: int) -> str:
+        """The SHA-256 the manifest records for finished shard ``index``."""
+        return self._manifest["shards"][str(index)]["sha256"]
+
     def missing_shards(self) -> list[int]:
         finished = set(self.finished_shards())
         return [i for i in range(self.num_shards) if i not in finished]

@@ -1,12 +1,9 @@
 import statistics
 
-import numpy as np
 import pytest
-import torch
 
-from clsp.evaluation.evaluate import alignment, method_label
+from clsp.evaluation.evaluate import method_label
 from clsp.evaluation.report import comparison_rows, markdown_table
-from clsp.positives.store import PositiveStore
 
 
 def metrics(run: str, label: str, top1: float, knn: float, align: float | None) -> dict:
@@ -50,30 +47,3 @@ def test_markdown_table() -> None:
 )
 def test_method_label(spec: dict, label: str) -> None:
     assert method_label(spec) == label
-
-
-def test_alignment_matches_a_float64_hand_computation(tmp_path) -> None:
-    rng = np.random.default_rng(0)
-    n, k = 10, 3
-    anchors = rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8)
-    store = PositiveStore.create(
-        tmp_path, n=n, num_candidates=k, image_shape=(4, 4, 1), dataset_fingerprint="x", provenance={}, shard_size=4
-    )
-    candidates = rng.integers(0, 256, (n, k, 4, 4, 1), dtype=np.uint8)
-    for shard in range(store.num_shards):
-        store.write_shard(shard, candidates[store.shard_rows(shard).start : store.shard_rows(shard).stop])
-    weight = torch.randn(5, 16)
-    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5, bias=False))
-    encoder[1].weight.data = weight
-    result = alignment(encoder, anchors, store, [0.5], [0.25], seed=0)
-
-    def features(images: np.ndarray) -> np.ndarray:
-        x = (images.reshape(len(images), -1).astype(np.float64) / 255 - 0.5) / 0.25
-        f = x @ weight.double().numpy().T
-        return f / np.linalg.norm(f, axis=1, keepdims=True)
-
-    fa, fc = features(anchors), features(candidates.reshape(n * k, 4, 4, 1)).reshape(n, k, 5)
-    expected = np.mean([np.sum((fa[i] - fc[i, j]) ** 2) for i in range(n) for j in range(k)])
-    assert result["synthetic"] == pytest.approx(expected, rel=1e-5)
-    assert result["num_anchors"] == n and result["num_candidates"] == k
-    assert 0 < result["random_pairs"] < 4

@@ -1,0 +1,116 @@
+"""The w trade-off as a figure: positives for a few anchors at several blend weights (and blended layer counts),
+scored for class kept, realism and hardness, drawn against w. The figure a user needs to choose w for a dataset."""
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+
+from clsp.atomic import atomic_write, atomic_write_text
+from clsp.config import Config
+from clsp.errors import ClspError
+from clsp.grid import save_image_grid
+from clsp.positives.store import PositiveStore
+
+GRID_ANCHORS = 8
+"""Rows of ``sweep.png``'s companion grid: anchors, then candidate 0 at every weight."""
+
+
+def _weight_config(cfg: Config, weight: float, num_layers: int, root: Path) -> Config:
+    run = cfg.model_copy(deep=True)
+    run.positives.weight = weight
+    run.positives.num_layers = num_layers
+    run.ssl.positives = root / f"w{weight:g}-L{num_layers}"
+    return run
+
+
+def sweep_positives(
+    cfg: Config, weights: list[float], layers: list[int], limit: int, out: Path | None = None
+) -> dict[str, Any]:
+    """Generate ``limit`` anchors' positives per (w, num_layers) into temporary stores, score each, and write
+    ``sweep.json``, ``sweep.png`` (class kept, off-manifold and hardness against w) and ``sweep_grid.png`` into
+    ``out`` (default ``<run.output_dir>/sweep``). The other sampler settings come from ``cfg.positives``."""
+    from clsp.positives.generate import generate_positives
+    from clsp.positives.inspect import score_store, store_dataset
+
+    if not weights or not layers:
+        raise ClspError("sweep: give at least one weight and one num_layers")
+    if limit < 1:
+        raise ClspError(f"--limit must be at least 1, got {limit}")
+    out = out or cfg.run.output_dir / "sweep"
+    out.mkdir(parents=True, exist_ok=True)
+    points: list[dict[str, Any]] = []
+    columns: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory(dir=out, prefix=".stores-") as tmp:
+        for num_layers in layers:
+            for weight in weights:
+                run = _weight_config(cfg, weight, num_layers, Path(tmp))
+                generate_positives(run, limit)
+                store = PositiveStore.open(run.ssl.positives, check="none")
+                scores = score_store(store, run, limit)
+                points.append({"weight": weight, "num_layers": num_layers, **scores, "store": None})
+                if num_layers == layers[0]:
+                    columns.append(np.stack([store.candidate(i, 0) for i in range(min(GRID_ANCHORS, store.n))]))
+        anchors = store_dataset(store, run)[1][: len(columns[0])]
+    p = cfg.positives
+    result = {
+        "weights": weights,
+        "layers": layers,
+        "limit": limit,
+        "sampler": {"solver": p.solver, "num_steps": p.num_steps, "eta": p.eta, "precision": p.precision},
+        "num_candidates": p.num_candidates,
+        "points": points,
+    }
+    atomic_write_text(out / "sweep.json", json.dumps(result, indent=1))
+    grid = np.stack([anchors, *columns], axis=1).reshape(-1, *anchors.shape[1:])
+    save_image_grid(grid, out / "sweep_grid.png", nrow=len(columns) + 1)
+    result["files"] = {"figure": str(sweep_figure(result, out / "sweep.png")), "grid": str(out / "sweep_grid.png")}
+    return result
+
+
+def sweep_figure(result: dict[str, Any], path: Path) -> Path:
+    """Three panels against w, one line per blended-layer count: class kept (the classifier's real test accuracy
+    dotted), off-manifold (real held-out images' rate dotted) and anchor-candidate pixel distance (two augmented
+    views and random pairs dotted)."""
+    figure, (kept_axis, off_axis, hard_axis) = plt.subplots(1, 3, figsize=(13, 3.8))
+    first = result["points"][0]
+    labelled = not isinstance(first["classifier"], str)
+    for num_layers in result["layers"]:
+        pts = [pt for pt in result["points"] if pt["num_layers"] == num_layers]
+        w = [pt["weight"] for pt in pts]
+        label = f"{num_layers} blended layer{'s' * (num_layers > 1)}"
+        if labelled:
+            kept_axis.plot(w, [100 * pt["class_kept"] for pt in pts], "o-", label=label)
+        off_axis.plot(w, [100 * pt["off_manifold"] for pt in pts], "o-", label=label)
+        hard_axis.plot(w, [pt["pixel_distance"]["anchor_candidate"] for pt in pts], "o-", label=label)
+    off_axis.axhline(100 * first["realism"]["real_test_off_manifold"], color="grey", ls=":", label="real test images")
+    if labelled:
+        kept_axis.axhline(100 * first["classifier"]["test_accuracy"], color="grey", ls=":", label="real test accuracy")
+        kept_axis.set_ylim(0, 102)
+    else:
+        kept_axis.text(0.5, 0.5, "needs labels", ha="center", va="center", transform=kept_axis.transAxes)
+    d = first["pixel_distance"]
+    hard_axis.axhline(d["two_views"], color="tab:green", ls=":", label="two augmented views")
+    hard_axis.axhline(d["random_pairs"], color="grey", ls=":", label="random pairs")
+    for axis, title, unit in (
+        (kept_axis, "class kept", "% of candidates"),
+        (off_axis, "off-manifold", "% of candidates"),
+        (hard_axis, "hardness: anchor-candidate distance", "RMS pixel distance"),
+    ):
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("w (weight of the random sample; 1 = unconditional)", fontsize=8)
+        axis.set_ylabel(unit, fontsize=8)
+        axis.legend(fontsize=7)
+    n, k = first["num_anchors"], first["num_candidates"]
+    figure.suptitle(f"positive quality against w ({n} anchors x {k} candidates per point)", fontsize=10)
+    figure.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(figure)

@@ -1,0 +1,85 @@
+"""The trained digits UNet shipped in the package: intact, used where the config says, and still good."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clsp.config import load_config
+from clsp.diffusion import unet as unet_module
+from clsp.diffusion.unet import (
+    SHIPPED,
+    SHIPPED_DIR,
+    SHIPPED_PROVENANCE,
+    SHIPPED_WEIGHTS,
+    build_unet,
+    load_pretrained_unet,
+    load_trained_unet,
+    shipped_provenance,
+    trained_unet_source,
+)
+from clsp.errors import ClspError
+from clsp.positives.generate import generate_positives
+from clsp.positives.inspect import score_store
+from clsp.positives.store import PositiveStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NAME = "digits-pretrained"
+
+
+def digits(tmp_path: Path, *overrides: str):
+    return load_config(REPO_ROOT / "configs/digits.yaml", [f"run.output_dir={tmp_path}", *overrides])
+
+
+def test_the_shipped_unet_is_small_complete_and_reproducible() -> None:
+    folder = SHIPPED_DIR / NAME
+    assert NAME in SHIPPED and (folder / SHIPPED_WEIGHTS).stat().st_size < 10 * 2**20
+    provenance = shipped_provenance(NAME)
+    assert provenance["command"].startswith("clsp diffusion train configs/digits.yaml")
+    trained_with = load_config(folder / provenance["config"])
+    assert trained_with.diffusion.unet == provenance["preset"] and trained_with.diffusion.pretrained is None
+    # the shipped config reproduces it: digits.yaml's recipe is the recipe it was trained with
+    recipe = digits(Path("runs/x")).diffusion.model_dump(exclude={"pretrained"})
+    assert trained_with.diffusion.model_dump(exclude={"pretrained"}) == recipe
+    unet = load_pretrained_unet(NAME)
+    reference = build_unet(provenance["preset"], 16, 1)
+    assert list(unet.config.block_out_channels) == list(reference.config.block_out_channels)
+    assert sum(p.numel() for p in unet.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+def test_a_tampered_shipped_unet_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(SHIPPED_DIR / NAME, tmp_path / NAME)
+    weights = tmp_path / NAME / SHIPPED_WEIGHTS
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    monkeypatch.setattr(unet_module, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(ClspError, match="SHA-256 differs"):
+        load_pretrained_unet(NAME)
+    (tmp_path / NAME / SHIPPED_PROVENANCE).unlink()
+    with pytest.raises(ClspError, match="reinstall clsp"):
+        load_pretrained_unet(NAME)
+
+
+def test_which_unet_a_run_samples_with(tmp_path: Path) -> None:
+    cfg = digits(tmp_path)
+    assert cfg.diffusion.pretrained == NAME and trained_unet_source(cfg) == NAME
+    with pytest.raises(ClspError, match="clsp diffusion train"):
+        trained_unet_source(digits(tmp_path, "diffusion.pretrained=null"))
+    build_unet("tiny", 16, 1).save_pretrained(tmp_path / "unet")  # trained in this run: it wins
+    assert trained_unet_source(cfg) == str(tmp_path / "unet")
+    with pytest.raises(ClspError, match="32 px"):
+        load_trained_unet(digits(tmp_path / "other", "data.image_size=32"))
+
+
+def test_positives_from_the_shipped_unet_keep_their_class(tmp_path: Path) -> None:
+    """A regression check of the shipped artifact at the demo's sampler settings (the full-store figures are in
+    README and bench/RESULTS.md): 96 anchors x 2 candidates."""
+    cfg = digits(tmp_path)
+    generate_positives(cfg, limit=96)
+    store = PositiveStore.open(tmp_path / "positives")
+    assert store.provenance["unet_shipped"]["name"] == NAME
+    assert store.provenance["unet_shipped"]["weights_sha256"] == shipped_provenance(NAME)["weights_sha256"]
+    scores = score_store(store, cfg)
+    assert scores["class_kept"] >= 0.6 and scores["off_manifold"] <= 0.1, json.dumps(scores)[:500]
