@@ -46,5 +46,6 @@ def test_preview_rejects_bad_weights(trained_run, weights):
 
 
 def test_preview_needs_a_trained_unet(tmp_path):
-    result = runner.invoke(diffusion_app, ["preview", DIGITS, "--set", f"run.output_dir={tmp_path}"])
+    sets = ["--set", f"run.output_dir={tmp_path}", "--set", "diffusion.pretrained=null"]
+    result = runner.invoke(diffusion_app, ["preview", DIGITS, *sets])
     assert isinstance(result.exception, ClspError) and "clsp diffusion train" in str(result.exception)

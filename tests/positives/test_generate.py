@@ -136,7 +136,7 @@ def test_show_and_verify_commands(tmp_path: Path, unet_dir: Path) -> None:
         [sys.executable, "-m", "clsp.cli", "positives", "show", str(store), "--n", "2"], capture_output=True, text=True
     )
     assert shown.returncode == 0, shown.stderr
-    assert "class kept" in shown.stdout and "off-manifold" in shown.stdout and "two views" in shown.stdout
+    assert "class kept" in shown.stdout and "off-manifold" in shown.stdout and "anchor-candidate" in shown.stdout
     assert (store / "quality.json").is_file()
     grid = Image.open(store / "show.png")
     assert grid.size[0] > grid.size[1]  # 2 rows of 1 anchor + 2 candidates: wider than tall
