@@ -18,6 +18,7 @@ CLSP rests on one property of its positives: the anchor's semantics survive whil
   distance between two candidates of one anchor.
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -54,7 +56,7 @@ def _pixels(images: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ReferenceClassifier:
-    """A logistic regression on raw pixels, fit on real labelled images only; never sees a synthetic image."""
+    """A logistic regression on standardised pixels, fit on real labelled images only; never sees a synthetic one."""
 
     model: Any
     image_size: int
@@ -77,7 +79,9 @@ def fit_reference_classifier(train: ImageSet, test: ImageSet, image_size: int, s
         rows = np.sort(rng.choice(rows, MAX_CLASSIFIER_IMAGES, replace=False))
     x_train = _pixels(resize_images(train.images[rows], image_size))
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500))
-    model.fit(x_train, train.labels[rows])
+    with warnings.catch_warnings():  # a not fully converged fit is still judged by its test accuracy, printed
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x_train, train.labels[rows])
     test_probs = model.predict_proba(_pixels(resize_images(test.images, image_size)))
     return ReferenceClassifier(
         model=model,

@@ -323,16 +323,36 @@ class PositiveStore:
                 f"{array_path}: holds positives for {array.shape[0]} images but the dataset has {dataset_size}; "
                 "import it with the config of the dataset it was made for"
             )
+        return cls.from_array(
+            array,
+            root,
+            dataset_fingerprint=dataset_fingerprint,
+            provenance={**provenance, "imported_from": array_path.name},
+            shard_size=shard_size,
+        )
+
+    @classmethod
+    def from_array(
+        cls,
+        array: np.ndarray,
+        root: str | Path,
+        *,
+        dataset_fingerprint: str,
+        provenance: dict[str, Any],
+        shard_size: int,
+    ) -> "PositiveStore":
+        """Write uint8 ``[N, k, H, W, C]`` positives (row i: dataset index i; memory-mapped is fine) as a complete
+        store in ``root``, shard by shard; a rerun finishes what an interrupted one left."""
         store = cls.create(
             root,
             n=array.shape[0],
             num_candidates=array.shape[1],
             image_shape=array.shape[2:],
             dataset_fingerprint=dataset_fingerprint,
-            provenance={**provenance, "imported_from": array_path.name},
+            provenance=provenance,
             shard_size=shard_size,
         )
         for index in store.missing_shards():
             rows = store.shard_rows(index)
-            store.write_shard(index, np.asarray(array[rows.start : rows.stop]))
+            store.write_shard(index, np.ascontiguousarray(array[rows.start : rows.stop]))
         return store

@@ -37,18 +37,9 @@ def make_store(cfg: Config, candidates: np.ndarray) -> PositiveStore:
     """A complete store at ``<output_dir>/positives`` holding ``candidates`` [N, k, H, W, C] for cfg's training set."""
     train, _ = anchor_images(cfg, len(candidates))
     root = cfg.run.output_dir / "positives"
-    store = PositiveStore.create(
-        root,
-        n=len(candidates),
-        num_candidates=candidates.shape[1],
-        image_shape=train.image_shape,
-        dataset_fingerprint=train.fingerprint,
-        provenance={"made_by": "tests"},
-        shard_size=512,
+    store = PositiveStore.from_array(
+        candidates, root, dataset_fingerprint=train.fingerprint, provenance={"made_by": "tests"}, shard_size=512
     )
-    for index in store.missing_shards():
-        rows = store.shard_rows(index)
-        store.write_shard(index, np.ascontiguousarray(candidates[rows.start : rows.stop]))
     save_resolved_config(cfg, root)
     return store
 

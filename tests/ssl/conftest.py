@@ -29,19 +29,9 @@ def build_store(cfg: Config, path: Path, n: int | None = None, k: int = 2) -> Po
     n = len(images) if n is None else n
     real = images.images[:n]
     candidates = np.stack([np.roll(real, shift=j + 1, axis=2) for j in range(k)], axis=1)
-    store = PositiveStore.create(
-        path,
-        n=n,
-        num_candidates=k,
-        image_shape=images.image_shape,
-        dataset_fingerprint=images.fingerprint,
-        provenance={"made_by": "tests"},
-        shard_size=64,
+    return PositiveStore.from_array(
+        candidates, path, dataset_fingerprint=images.fingerprint, provenance={"made_by": "tests"}, shard_size=64
     )
-    for index in store.missing_shards():
-        rows = store.shard_rows(index)
-        store.write_shard(index, candidates[rows.start : rows.stop].astype(np.uint8))
-    return store
 
 
 @pytest.fixture
