@@ -45,7 +45,10 @@ def demo(
         bool, typer.Option("--quick", help="Tiny budget (about a minute): a smoke test, its numbers mean nothing.")
     ] = False,
     seeds: Annotated[
-        list[int] | None, typer.Option("--seed", help="SSL seed (repeatable: mean ± std over seeds); default run.seed.")
+        list[int] | None,
+        typer.Option(
+            "--seed", help="SSL seed (repeatable: mean ± std over seeds); default 3 seeds from run.seed (--quick: 1)."
+        ),
     ] = None,
     train_diffusion: Annotated[
         bool,
@@ -56,9 +59,10 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """Run every stage (DDPM, positives and their quality, baseline and CLSP SSL with the same budget and seed,
-    evaluation) and print side-by-side tables. Digits samples with the shipped trained UNet (diffusion.pretrained);
-    a few minutes on a 2-core CPU. Rerunning skips finished stages."""
+    """Run every stage (DDPM, positives and their quality; baseline, CLSP and the real-third-view control trained
+    with the same budget for each seed; full-label and label-efficient evaluation) and print side-by-side tables,
+    the differences with their seed spread and a verdict computed from them. Digits samples with the shipped trained
+    UNet (diffusion.pretrained). Rerunning skips finished stages."""
     from clsp.demo import demo as run
 
     run(config, overrides or [], quick, seeds, train_diffusion)

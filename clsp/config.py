@@ -212,6 +212,11 @@ class EvalConfig(Section):
     knn_k_fixed: int = Field(20, ge=1)
     """Reported beside the best k, which is picked on the test set and therefore optimistic."""
     knn_temperature: PositiveFloat = 0.07
+    label_fractions: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.01, 0.1)
+    """Label-efficient evaluation (SimCLR §7 style): probe and kNN from these class-balanced fractions of the
+    labelled split (at least one image per class); () turns it off."""
+    label_draws: int = Field(5, ge=1)
+    """Label subsets drawn per fraction (fixed by run.seed); accuracies are their mean ± std."""
     embedding_plot: Literal["pca", "tsne"] = "pca"
 
 

@@ -1,8 +1,11 @@
-"""``clsp demo``: every stage on one config (by default the embedded digits), CLSP against its baseline.
+"""``clsp demo``: every stage on one config (by default the embedded digits), CLSP against its baseline and the
+paper's control, with a verdict computed from the numbers.
 
 Trains the DDPM (or, with ``diffusion.pretrained``, samples with a trained one), generates and scores the positives,
-then for each seed trains the baseline (λ = 0) and the CLSP variant (λ = ``ssl.clsp_weight``) with the same budget
-and seed, evaluates both, and writes a side-by-side table with the positives' quality.
+then for each seed (3 by default) trains the baseline (λ = 0), the CLSP variant (λ = ``ssl.clsp_weight``) and the
+control (the same λ on a third real augmented view) with the same budget and seed, evaluates them (full-label and
+label-efficient probes), and writes side-by-side tables, the CLSP − baseline and CLSP − control differences with
+their seed spread, and a verdict sentence per headline probe.
 
 Layout under ``<run.output_dir>``: ``unet/``, ``diffusion/``, ``positives/`` (shared), ``seed<S>/<variant>/``
 (``ssl/`` and ``eval/`` of each run), ``curves.png``, ``demo.md``, ``demo.json`` and ``stages.json``, the ledger
@@ -36,7 +39,9 @@ QUICK_OVERRIDES = (
     "eval.linear_epochs=10",
     "eval.linear_milestones=[6, 8]",
 )
-"""``--quick``: a smoke test of every stage in about a minute; its numbers mean nothing."""
+"""``--quick``: a smoke test of every stage in about a minute (one seed); its numbers mean nothing."""
+DEFAULT_SEEDS = 3
+"""Seeds every variant is trained with unless ``--seed`` says otherwise: a verdict needs a seed spread."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,19 @@ class Variant:
     name: str
     """Folder name under ``seed<S>/``."""
     clsp_weight: float
+    positive: str = "synthetic"
 
 
-def variants(cfg: Config) -> tuple[Variant, Variant]:
-    """The baseline (λ = 0) and the CLSP variant of ``cfg.ssl.method`` (λ from the config, 1.0 when it is 0)."""
+def variants(cfg: Config) -> tuple[Variant, Variant, Variant]:
+    """The baseline (λ = 0), the CLSP variant of ``cfg.ssl.method`` (λ from the config, 1.0 when it is 0) and the
+    paper's control: the same λ on a third *real* augmented view instead of the synthetic positive (method.md 5.2)."""
     weight = cfg.ssl.clsp_weight or 1.0
-    return Variant(cfg.ssl.method, 0.0), Variant(f"clsp-{cfg.ssl.method}", weight)
+    method = cfg.ssl.method
+    return (
+        Variant(method, 0.0),
+        Variant(f"clsp-{method}", weight),
+        Variant(f"{method}-real3", weight, positive="real"),
+    )
 
 
 def run_config(cfg: Config, seed: int, variant: Variant) -> Config:
@@ -57,6 +69,7 @@ def run_config(cfg: Config, seed: int, variant: Variant) -> Config:
     run = cfg.model_copy(deep=True)
     run.ssl.positives = cfg.ssl.positives or cfg.run.output_dir / "positives"
     run.ssl.clsp_weight = variant.clsp_weight
+    run.ssl.positive = variant.positive
     run.run.seed = seed
     run.run.output_dir = cfg.run.output_dir / f"seed{seed}" / variant.name
     return run
@@ -96,6 +109,7 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     from clsp.evaluation.evaluate import evaluate_run
     from clsp.evaluation.plots import read_metrics, training_curves
     from clsp.evaluation.report import comparison_rows
+    from clsp.evaluation.verdict import differences, headline
     from clsp.positives.generate import generate_positives, store_path
     from clsp.positives.inspect import store_quality
     from clsp.positives.quality import quality_rows
@@ -132,12 +146,22 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     first = {v.name: run_config(cfg, seeds[0], v).run.output_dir / "ssl" / "metrics.jsonl" for v in variants(cfg)}
     curves = training_curves({name: read_metrics(path) for name, path in first.items()}, root / "curves.png")
     headers, rows = comparison_rows(runs, group=True)
+    labels = {v.name: m["method_label"] for v, m in zip(variants(cfg), runs, strict=False)}
+    baseline, clsp_label, control = (labels[v.name] for v in variants(cfg))
+    comparisons = {
+        f"{clsp_label} vs {baseline}": differences(runs, clsp_label, baseline),
+        f"{clsp_label} vs {control}": differences(runs, clsp_label, control),
+    }
+    verdict = [d.sentence() for diffs in comparisons.values() for d in headline(diffs)]
+    diff_headers, diff_rows = _difference_rows(comparisons)
     seconds = {stage: ledger.seconds[stage] for stage in stages}
     stage_rows = _stage_rows(seconds, cfg, seeds)
     result = {
         "config": str(config_file),
         "seeds": list(seeds),
         "table": {"headers": headers, "rows": rows},
+        "differences": {"headers": diff_headers, "rows": diff_rows},
+        "verdict": verdict,
         "positives_quality": quality,
         "stage_seconds": seconds,
         "total_seconds": sum(seconds.values()),
@@ -145,14 +169,21 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
         "files": {
             "diffusion samples": str(root / "diffusion" / "samples.png"),
             "training curves": str(curves),
-            **{f"report {m['method_label']} seed {seeds[0]}": f"{m['run']}/eval/report.md" for m in runs[:2]},
+            **{
+                f"report {m['method_label']} seed {seeds[0]}": f"{m['run']}/eval/report.md"
+                for m in runs[: len(variants(cfg))]
+            },
         },
     }
     atomic_write_text(root / "demo.json", json.dumps(result, indent=1))
     quality_table = list(quality_rows(quality).items())
     atomic_write_text(root / "demo.md", _markdown(result, headers, rows, stage_rows, quality_table))
+    print_table("differences: mean over seeds, spread = the larger seed std", diff_headers, diff_rows)
     print_table(f"positive quality ({store.root})", ["measure", "value"], quality_table)
     print_table(f"CLSP vs baseline, {len(seeds)} seed(s) (mean ± std over seeds)", headers, rows)
+    console.rule("verdict")
+    for line in verdict:
+        console.print(line, highlight=False)
     print_table("wall time per stage", ["stage", "seconds"], stage_rows)
     print_table("where to look", ["what", "file"], [*result["files"].items(), ("this summary", root / "demo.md")])
     return result
@@ -170,6 +201,16 @@ def _use_pretrained(cfg: Config) -> None:
     )
     if cfg.diffusion.num_samples:
         save_samples(unet, cfg, cfg.run.output_dir / "diffusion" / "samples.png")
+
+
+def _difference_rows(comparisons: dict[str, list[Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["comparison", "metric", "difference", "larger seed std", "outcome"]
+    rows = [
+        [name, d.metric, f"{d.difference:+.2f}", "-" if d.spread is None else f"{d.spread:.2f}", d.outcome]
+        for name, diffs in comparisons.items()
+        for d in diffs
+    ]
+    return headers, rows
 
 
 def _stage_rows(seconds: dict[str, float], cfg: Config, seeds: Sequence[int]) -> list[list[str]]:
@@ -195,6 +236,12 @@ def _markdown(result: dict[str, Any], headers, rows, stage_rows, quality_table) 
             "mean ‖f̂(x) − f̂(s)‖² between normalised backbone features of anchors and their synthetic positives "
             "(two augmented views of one image and random pairs for scale). kNN best k is picked on the test set (optimistic); fixed k is not.\n",
             markdown_table(headers, rows),
+            "## Verdict\n",
+            "Computed from the table: a difference counts only when it exceeds the larger of the two methods' "
+            "seed standard deviations.\n",
+            *(f"- {line}" for line in result["verdict"]),
+            "",
+            markdown_table(result["differences"]["headers"], result["differences"]["rows"]),
             "## Positive quality\n",
             "Class kept: share of candidates that a logistic regression fit on real labelled training pixels only "
             "assigns to the anchor's label (its accuracy on real test images beside it). Off-manifold: share farther "
@@ -219,4 +266,5 @@ def demo(
     prefix = [*QUICK_OVERRIDES, "run.output_dir=runs/demo-quick"] if quick else []
     retrain = ["diffusion.pretrained=null"] if train_diffusion else []
     cfg = load_config(config, [*prefix, *overrides, *retrain])
-    return run_demo(cfg, list(seeds) if seeds else [cfg.run.seed])
+    default = [cfg.run.seed + i for i in range(1 if quick else DEFAULT_SEEDS)]
+    return run_demo(cfg, list(seeds) if seeds else default)

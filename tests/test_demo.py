@@ -22,7 +22,10 @@ STAGES = [
     "eval simclr seed 0",
     "clsp-simclr seed 0",
     "eval clsp-simclr seed 0",
+    "simclr-real3 seed 0",
+    "eval simclr-real3 seed 0",
 ]
+CONTROL_LABEL = f"SimCLR + real 3rd view (λ={WEIGHT:g})"
 
 
 def clsp(*args: str) -> subprocess.CompletedProcess:
@@ -51,7 +54,11 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
     assert list(summary["stage_seconds"]) == STAGES
     assert all(s > 0 for s in summary["stage_seconds"].values())
     headers, rows = summary["table"]["headers"], summary["table"]["rows"]
-    assert [row[0] for row in rows] == ["SimCLR", CLSP_LABEL]
+    assert [row[0] for row in rows] == ["SimCLR", CLSP_LABEL, CONTROL_LABEL]
+    assert "linear 1%" in headers and "kNN 10%" in headers
+    assert len(summary["verdict"]) == 2 * 3 and all(
+        "one seed" in line or "more seeds" in line for line in summary["verdict"]
+    )
     markdown = (demo_dir / "demo.md").read_text()
     assert "| " + " | ".join(headers) + " |" in markdown
     quality = summary["positives_quality"]
@@ -60,11 +67,15 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
     for row in rows:
         assert "| " + " | ".join(row) + " |" in markdown
 
-    for variant, label, weight in (("simclr", "SimCLR", 0.0), ("clsp-simclr", CLSP_LABEL, WEIGHT)):
+    variants = (("simclr", "SimCLR", 0.0), ("clsp-simclr", CLSP_LABEL, WEIGHT), ("simclr-real3", CONTROL_LABEL, WEIGHT))
+    for variant, label, weight in variants:
         out = demo_dir / "seed0" / variant / "eval"
         m = json.loads((out / "metrics.json").read_text())
         assert m["method_label"] == label and m["ssl"]["clsp_weight"] == weight
         assert 10 <= m["linear"]["top1"] <= m["linear"]["top5"] <= 100  # 10 classes: above chance after training
+        few = m["label_efficient"]
+        assert few["1%"]["images"] == 10 and few["10%"]["images"] == 130 and few["10%"]["draws"] == 5
+        assert 0 <= few["1%"]["linear_top1"] <= 100 and len(few["1%"]["knn_by_draw"]) == 5
         knn = m["knn"]
         assert knn["best_top1"] == max(knn["top1_by_k"][str(k)] for k in (5, 10, 20, 50))
         assert knn["fixed_top1"] == knn["top1_by_k"]["20"] and "optimistic" in knn["note"]
@@ -107,6 +118,17 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
     assert result.returncode == 0, result.stderr
     lines = table.read_text().splitlines()
     assert len(lines) == 4 and lines[2].startswith("| SimCLR |") and lines[3].startswith(f"| {CLSP_LABEL} |")
+    assert "linear 10%" in lines[0]
+
+    two = clsp("demo", "--quick", "--seed", "0", "--seed", "1", "--set", f"run.output_dir={demo_dir}")
+    assert two.returncode == 0, two.stderr[-2000:]
+    summary = json.loads((demo_dir / "demo.json").read_text())
+    assert summary["seeds"] == [0, 1] and len(summary["verdict"]) == 6
+    assert all("seed spread" in line for line in summary["verdict"])  # ahead, behind or within: judged by the spread
+    assert {row[0] for row in summary["differences"]["rows"]} == {
+        f"{CLSP_LABEL} vs SimCLR",
+        f"{CLSP_LABEL} vs {CONTROL_LABEL}",
+    }
     top1 = json.loads((demo_dir / "seed0" / "clsp-simclr" / "eval" / "metrics.json").read_text())["linear"]["top1"]
     assert f"{top1:.2f}" in lines[3]
 

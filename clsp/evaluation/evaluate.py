@@ -21,6 +21,7 @@ from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
 from clsp.evaluation.knn import knn_accuracy
+from clsp.evaluation.label_efficient import label_efficient_eval
 from clsp.evaluation.linear import train_linear_probe
 from clsp.evaluation.plots import embedding_plot, read_metrics, training_curves
 from clsp.evaluation.report import write_report
@@ -46,6 +47,10 @@ class EvalResult:
             f"kNN top-1, k={knn['fixed_k']}": f"{knn['fixed_top1']:.2f}%",
             "kNN top-1, best k (chosen on test: optimistic)": f"{knn['best_top1']:.2f}% (k={knn['best_k']})",
         }
+        for name, few in m.get("label_efficient", {}).items():
+            rows[f"{name} labels ({few['images']} images, {few['draws']} draws): linear / kNN k={few['knn_k']}"] = (
+                f"{few['linear_top1']:.2f} ± {few['linear_top1_std']:.2f}% / {few['knn_top1']:.2f} ± {few['knn_top1_std']:.2f}%"
+            )
         if m["alignment"]:
             a = m["alignment"]
             rows["alignment ‖f(x)−f(s)‖² synthetic / two views / random pairs"] = (
@@ -135,6 +140,12 @@ def evaluate_run(cfg: Config) -> EvalResult:
     ks = tuple(sorted({*e.knn_k, e.knn_k_fixed}))
     by_k = knn_accuracy(train_f, train_l, test_f, test_l, ks, e.knn_temperature)
     best_k = max(e.knn_k, key=lambda k: (by_k[k], -k))
+    few_labels = label_efficient_eval(
+        train_f, train_l, test_f, test_l, train_features_flipped=train_f_flipped, fractions=e.label_fractions,
+        draws=e.label_draws, seed=cfg.run.seed, epochs=e.linear_epochs, lr=e.linear_lr,
+        milestones=e.linear_milestones, batch_size=e.linear_batch_size, knn_k=e.knn_k_fixed,
+        knn_temperature=e.knn_temperature,
+    )  # fmt: skip
 
     train_images = (
         train if cfg.data.labeled_split == cfg.data.train_split else load_images(cfg.data, cfg.data.train_split)
@@ -171,6 +182,7 @@ def evaluate_run(cfg: Config) -> EvalResult:
             "temperature": e.knn_temperature,
             "note": "best k is chosen on the test set (as the reference does), so it is optimistic; fixed k is not",
         },
+        "label_efficient": few_labels,
         "alignment": aligned,
         "positives_quality": quality,
         "training": _last_epoch(ssl_dir / "metrics.jsonl"),

@@ -41,6 +41,7 @@ def train_linear_probe(
     milestones: tuple[int, ...],
     batch_size: int,
     seed: int = 0,
+    show_progress: bool = True,
 ) -> ProbeResult:
     """Train Linear(D -> classes) with SGD (no momentum, no weight decay), lr x0.1 at each milestone epoch.
 
@@ -55,7 +56,7 @@ def train_linear_probe(
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.1)
     losses = []
     with progress_bar() as progress:
-        task = progress.add_task("linear probe", total=epochs)
+        task = progress.add_task("linear probe", total=epochs, visible=show_progress)
         for _ in range(epochs):
             order = torch.randperm(len(train_features), generator=generator)
             if train_features_flipped is None:

@@ -9,17 +9,19 @@ from clsp.atomic import atomic_write_text
 
 Metrics = dict[str, Any]
 
-COLUMNS: dict[str, Callable[[Metrics], float | None]] = {
+ACCURACY_COLUMNS: dict[str, Callable[[Metrics], float | None]] = {
     "linear top-1": lambda m: m["linear"]["top1"],
     "linear top-5": lambda m: m["linear"]["top5"],
     "kNN fixed k": lambda m: m["knn"]["fixed_top1"],
     "kNN best k": lambda m: m["knn"]["best_top1"],
+}
+ALIGNMENT_COLUMNS: dict[str, Callable[[Metrics], float | None]] = {
     "align synth": lambda m: m["alignment"]["synthetic"] if m["alignment"] else None,
     "align views": lambda m: m["alignment"].get("two_views") if m["alignment"] else None,
     "align random": lambda m: m["alignment"]["random_pairs"] if m["alignment"] else None,
 }
-"""The compared numbers: top-1/top-5 accuracies in % (kNN at the config's fixed k and at the best k of the grid);
-alignment as mean ‖f̂(x) − f̂(s)‖² of normalised backbone features: anchor vs synthetic positive, two augmented
+"""The compared numbers: top-1/top-5 accuracies in % (kNN at the config's fixed k and at the best k of the grid),
+then (:func:`columns`) linear and kNN top-1 from each label fraction, mean over label draws; alignment as mean ‖f̂(x) − f̂(s)‖² of normalised backbone features: anchor vs synthetic positive, two augmented
 views of one image, and random pairs."""
 
 
@@ -33,17 +35,32 @@ def _fmt(values: Sequence[float | None]) -> str:
     return f"{statistics.mean(present):.{digits}f} ± {statistics.stdev(present):.{digits}f}"
 
 
+def _label_efficient(m: Metrics, fraction: str, key: str) -> float | None:
+    return (m.get("label_efficient") or {}).get(fraction, {}).get(key)
+
+
+def columns(runs: Sequence[Metrics]) -> dict[str, Callable[[Metrics], float | None]]:
+    """The accuracy columns, one linear and one kNN column per label fraction any run has, the alignment columns."""
+    fractions = sorted({f for m in runs for f in m.get("label_efficient") or {}}, key=lambda f: float(f[:-1]))
+    few: dict[str, Callable[[Metrics], float | None]] = {}
+    for f in fractions:
+        few[f"linear {f}"] = lambda m, f=f: _label_efficient(m, f, "linear_top1")
+        few[f"kNN {f}"] = lambda m, f=f: _label_efficient(m, f, "knn_top1")
+    return {**ACCURACY_COLUMNS, **few, **ALIGNMENT_COLUMNS}
+
+
 def comparison_rows(runs: Sequence[Metrics], group: bool) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of a comparison: one row per run, or with ``group`` one row per method with mean ± std
     (sample standard deviation) over its runs and the run count."""
-    headers = ["method", "runs" if group else "run", *COLUMNS]
+    table = columns(runs)
+    headers = ["method", "runs" if group else "run", *table]
     groups: dict[str, list[Metrics]] = {}
     for m in runs:
         groups.setdefault(m["method_label"] if group else m["run"], []).append(m)
     rows = []
     for key, members in groups.items():
         first = [members[0]["method_label"], str(len(members)) if group else key]
-        rows.append(first + [_fmt([get(m) for m in members]) for get in COLUMNS.values()])
+        rows.append(first + [_fmt([get(m) for m in members]) for get in table.values()])
     return headers, rows
 
 
@@ -51,6 +68,21 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _label_efficient_lines(few: Metrics) -> list[str]:
+    if not few:
+        return []
+    parts = [
+        f"{name}: {r['images']} images, linear {r['linear_top1']:.2f} ± {r['linear_top1_std']:.2f}, "
+        f"kNN (k={r['knn_k']}) {r['knn_top1']:.2f} ± {r['knn_top1_std']:.2f}"
+        for name, r in few.items()
+    ]
+    draws = next(iter(few.values()))["draws"]
+    return [
+        f"- Label-efficient (columns `linear N%`, `kNN N%`): probe and kNN from a class-balanced fraction of the "
+        f"labels, mean ± std over {draws} label draws, same SGD step count as the full probe; " + "; ".join(parts) + "."
+    ]
 
 
 def _quality_section(scores: Metrics | None) -> list[str]:
@@ -82,6 +114,7 @@ def write_report(metrics: Metrics, path: Path) -> Path:
         f"milestones), {'flip-only augmentation' if linear['flip_augmentation'] else 'no augmentation'}, "
         "final-epoch accuracy.",
         f"- kNN: cosine, votes exp(s/{knn['temperature']:g}); {knn['note']}.",
+        *_label_efficient_lines(metrics.get("label_efficient") or {}),
         "- Alignment: mean ‖f̂(x) − f̂(s)‖² (= 2 − 2·cos) between the normalised backbone features of an anchor and "
         "its synthetic positives, beside the same for two augmented views of one image and for random pairs of "
         "training images; lower = closer.\n",
