@@ -72,6 +72,8 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
         out = demo_dir / "seed0" / variant / "eval"
         m = json.loads((out / "metrics.json").read_text())
         assert m["method_label"] == label and m["ssl"]["clsp_weight"] == weight
+        if variant == "simclr-real3":  # the control: a third real view, never the store
+            assert m["ssl"]["positive"] == "real" and m["training"]["clsp"] > 0
         assert 10 <= m["linear"]["top1"] <= m["linear"]["top5"] <= 100  # 10 classes: above chance after training
         few = m["label_efficient"]
         assert few["1%"]["images"] == 10 and few["10%"]["images"] == 130 and few["10%"]["draws"] == 5
