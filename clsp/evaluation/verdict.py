@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from clsp.evaluation.report import ACCURACY_COLUMNS, Metrics, columns
+from clsp.evaluation.report import ALIGNMENT_COLUMNS, Metrics, columns
 
 Outcome = Literal["ahead", "behind", "within", "one seed"]
 
@@ -53,7 +53,7 @@ class Difference:
 def differences(runs: Sequence[Metrics], a: str, b: str) -> list[Difference]:
     """``a`` − ``b`` (method labels) on every accuracy column of :func:`~clsp.evaluation.report.columns`."""
     table = columns(runs)
-    accuracy = [name for name in table if name in ACCURACY_COLUMNS or name.startswith(("linear ", "kNN "))]
+    accuracy = [name for name in table if name not in ALIGNMENT_COLUMNS]
     out = []
     for name in accuracy:
         values = {

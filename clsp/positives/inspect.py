@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from clsp.data import ImageSet, load_images
 from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
-from clsp.positives.quality import NEEDS_LABELS, QUALITY_VERSION, fit_reference_classifier, score_positives
+from clsp.positives.quality import QUALITY_VERSION, ReferenceClassifier, fit_reference_classifier, score_positives
 from clsp.positives.store import PositiveStore
 
 DEFAULT_SCORE_ANCHORS = 2000
@@ -39,39 +40,53 @@ def store_dataset(store: PositiveStore, cfg: Config | None = None) -> tuple[Imag
     return dataset, anchors
 
 
-def store_anchors(store: PositiveStore) -> np.ndarray:
-    """The anchors a store was made from, uint8 ``[N, H, W, C]``, through the config saved beside it."""
-    return store_dataset(store)[1]
+@dataclass(frozen=True)
+class RealReference:
+    """What candidates are scored against, the same for every store of one dataset at one image size."""
+
+    reference: np.ndarray
+    """uint8 ``[N, H, W, C]``: every real training image (the manifold), also for a ``--limit`` store."""
+    real_test: np.ndarray
+    """uint8 ``[T, H, W, C]``: the real test split, which calibrates the off-manifold test."""
+    classifier: ReferenceClassifier | None
+    """None unless the training, labelled and test splits all have labels."""
 
 
-def score_store(store: PositiveStore, cfg: Config | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Quality of the first ``limit`` (default :data:`DEFAULT_SCORE_ANCHORS`) anchors' candidates in ``store``
-    (see :mod:`clsp.positives.quality`). ``cfg`` names the data (default: the config beside the store); the class
-    measures need labels on the training, labelled and test splits and say :data:`NEEDS_LABELS` otherwise.
-    Random draws (augmentations, subsets) are seeded by ``positives.seed``: a store scores the same in every run."""
-    cfg = cfg or store_config(store)
-    seed = cfg.positives.seed
-    dataset, anchors = store_dataset(store, cfg)
-    count = min(limit or DEFAULT_SCORE_ANCHORS, store.n)
-    candidates = np.stack([store[i] for i in range(count)])
-    size = store.image_shape[0]
+def real_reference(cfg: Config, size: int) -> RealReference:
+    """The :class:`RealReference` of ``cfg``'s data at ``size`` px; the classifier is seeded by ``positives.seed``."""
     from clsp.positives.generate import anchor_images
 
-    reference = anchor_images(cfg, None)[1]  # a --limit store too: the manifold is every training image
+    train, reference = anchor_images(cfg, None)
     test = load_images(cfg.data, cfg.data.test_split)
     labelled = load_images(cfg.data, cfg.data.labeled_split)
     classifier = None
-    if dataset.labels is not None and labelled.labels is not None and test.labels is not None:
-        classifier = fit_reference_classifier(labelled, test, size, seed)
+    if train.labels is not None and labelled.labels is not None and test.labels is not None:
+        classifier = fit_reference_classifier(labelled, test, size, cfg.positives.seed)
+    return RealReference(reference, resize_images(test.images, size), classifier)
+
+
+def score_store(
+    store: PositiveStore, cfg: Config | None = None, limit: int | None = None, real: RealReference | None = None
+) -> dict[str, Any]:
+    """Quality of the first ``limit`` (default :data:`DEFAULT_SCORE_ANCHORS`) anchors' candidates in ``store``
+    (see :mod:`clsp.positives.quality`). ``cfg`` names the data (default: the config beside the store); the class
+    measures need labels on the training, labelled and test splits and say "needs labels" otherwise. ``real``
+    (default: built here) lets several stores of one dataset share one :func:`real_reference`.
+    Random draws (augmentations, subsets) are seeded by ``positives.seed``: a store scores the same in every run."""
+    cfg = cfg or store_config(store)
+    dataset, anchors = store_dataset(store, cfg)
+    count = min(limit or DEFAULT_SCORE_ANCHORS, store.n)
+    candidates = np.stack([store[i] for i in range(count)])
+    real = real or real_reference(cfg, store.image_shape[0])
     scores = score_positives(
         anchors[:count],
         candidates,
-        reference,
-        resize_images(test.images, size),
+        real.reference,
+        real.real_test,
         cfg.ssl.augment,
         anchor_labels=None if dataset.labels is None else dataset.labels[:count],
-        classifier=classifier,
-        seed=seed,
+        classifier=real.classifier,
+        seed=cfg.positives.seed,
     )
     return {"store": str(store.root), "dataset": dataset.name, **scores}
 
@@ -106,6 +121,3 @@ def show_positives(store: PositiveStore, anchors: np.ndarray, num_rows: int, pat
     num_rows = min(num_rows, store.n)
     rows = np.concatenate([np.concatenate([anchors[i : i + 1], store[i]]) for i in range(num_rows)])
     return save_image_grid(rows, path, nrow=store.num_candidates + 1)
-
-
-__all__ = ["NEEDS_LABELS", "score_store", "show_positives", "store_anchors", "store_dataset", "store_quality"]

@@ -37,7 +37,7 @@ def sweep_positives(
     ``sweep.json``, ``sweep.png`` (class kept, off-manifold and hardness against w) and ``sweep_grid.png`` into
     ``out`` (default ``<run.output_dir>/sweep``). The other sampler settings come from ``cfg.positives``."""
     from clsp.positives.generate import generate_positives
-    from clsp.positives.inspect import score_store, store_dataset
+    from clsp.positives.inspect import real_reference, score_store, store_dataset
 
     if not weights or not layers:
         raise ClspError("sweep: give at least one weight and one num_layers")
@@ -47,13 +47,15 @@ def sweep_positives(
     out.mkdir(parents=True, exist_ok=True)
     points: list[dict[str, Any]] = []
     columns: list[np.ndarray] = []
+    real = None  # one classifier and one set of real images serve every point
     with tempfile.TemporaryDirectory(dir=out, prefix=".stores-") as tmp:
         for num_layers in layers:
             for weight in weights:
                 run = _weight_config(cfg, weight, num_layers, Path(tmp))
                 generate_positives(run, limit)
                 store = PositiveStore.open(run.ssl.positives, check="none")
-                scores = score_store(store, run, limit)
+                real = real or real_reference(run, store.image_shape[0])
+                scores = score_store(store, run, limit, real)
                 points.append({"weight": weight, "num_layers": num_layers, **scores, "store": None})
                 if num_layers == layers[0]:
                     columns.append(np.stack([store.candidate(i, 0) for i in range(min(GRID_ANCHORS, store.n))]))
