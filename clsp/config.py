@@ -192,6 +192,13 @@ class SSLConfig(Section):
     probe_lr: PositiveFloat = 0.1
     """Online linear probe (on detached features, labelled data only): constant SGD lr, momentum 0.9, no decay."""
     mixed_precision: Precision = "no"
+    bn_groups: Literal["per_view", "joint"] = "per_view"
+    """BatchNorm batch statistics. per_view: each view (v1, v2, the synthetic or real third) is normalised with its
+    own statistics, one backbone pass per view: the reference's MoCo (one forward pass per view, method.md 3.4) and
+    the closest one-process match for its SimCLR, whose 3B batch [v1; v2; s] is split by DataParallel into contiguous
+    per-GPU chunks, so on 4 GPUs the synthetic third is normalised mostly on its own (method.md 3.3); NNCLR is not in
+    the reference and follows them. joint: one pass over all views, shared statistics (the reference SimCLR on one
+    GPU)."""
     sync_bn: bool = False
     """BatchNorm statistics over all processes' batches (the reference uses per-GPU BN)."""
     num_workers: int = Field(4, ge=0)

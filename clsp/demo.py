@@ -114,7 +114,7 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     from clsp.positives.inspect import store_quality
     from clsp.positives.quality import quality_rows
     from clsp.positives.store import PositiveStore
-    from clsp.train import train_ssl
+    from clsp.ssl.train import train_ssl
 
     if cfg.data.source != "digits":
         console.print(f"[yellow]note:[/] the demo runs every stage on {cfg.data.source}; budget accordingly")

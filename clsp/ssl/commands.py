@@ -1,4 +1,4 @@
-"""``clsp train CONFIG``: parse, load the config, call :func:`clsp.train.train_ssl`, summarise."""
+"""``clsp train CONFIG``: parse, load the config, call :func:`clsp.ssl.train.train_ssl`, summarise."""
 
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +20,7 @@ def train_command(
 
     Multi-GPU or multi-node: accelerate launch clsp/train.py --config CONFIG [--set k=v] [--resume].
     """
-    from clsp.train import run_training  # torch loads slowly: only once the command parsed
+    from clsp.ssl.train import run_training  # torch loads slowly: only once the command parsed
 
     extra = [f"ssl.positives={positives}"] if positives else []
     run_training(config, [*(overrides or []), *extra], resume)

@@ -1,9 +1,14 @@
 """SimCLR, MoCo v2+ and NNCLR, each with the CLSP alignment term (method.md 3.3, 3.4, 3.6).
 
 A method is one ``nn.Module`` (so DDP, mixed precision and ``save_state`` see all of it: encoders, queues, probe)
-whose ``forward`` takes the views of a batch and returns its losses. All three share the online path: one pass of
-the encoder and projector over the concatenated views ``[v1; v2(; v3)]`` (BatchNorm statistics over all 2B or 3B
-images, as in the reference), the CLSP term ``mean(2 - 2 z1·z3)`` on the local batch, and the online probe.
+whose ``forward`` takes the views of a batch and returns its losses. All three share the online path: the encoder
+and projector over the views ``[v1; v2(; v3)]``, the CLSP term ``mean(2 - 2 z1·z3)`` on the local batch, and the
+online probe.
+
+BatchNorm groups (``ssl.bn_groups``): ``per_view`` runs the backbone once per view, so each view, the synthetic one
+included, is normalised with its own batch statistics, as the reference's MoCo does (method.md 3.4) and as its
+SimCLR's 4-GPU DataParallel chunks of ``[v1; v2; s]`` mostly do (method.md 3.3); ``joint`` runs one pass over all
+2B or 3B images, the reference's SimCLR on one GPU.
 """
 
 import copy
@@ -30,10 +35,14 @@ class SSLMethod(nn.Module):
         self.probe = nn.Linear(self.feature_dim, num_classes) if num_classes else None
         self.temperature = cfg.temperature
         self.clsp_weight = cfg.clsp_weight
+        self.bn_groups = cfg.bn_groups
 
-    def embed(self, backbone: nn.Module, projector: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Features ``[n, d]`` and L2-normalised float32 embeddings ``[n, projector_dim]`` of ``x`` ``[n, C, S, S]``."""
-        h = backbone(x)
+    def embed(self, backbone: nn.Module, projector: nn.Module, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Features ``[V*B, d]`` and L2-normalised float32 embeddings ``[V*B, projector_dim]`` of the ``V`` views
+        (each ``[B, C, S, S]``), concatenated in view order; BatchNorm statistics per ``self.bn_groups``."""
+        per_view = self.bn_groups == "per_view"
+        h = torch.cat([backbone(v) for v in views]) if per_view else backbone(torch.cat(views))
+        # The projector has no BatchNorm (method.md 3.2), so one pass over all views is the same as one per view.
         return h, F.normalize(projector(h).float(), dim=1)
 
     def contrastive_loss(self, z1: Tensor, z2: Tensor, views: list[Tensor], momentum: float) -> Tensor:
@@ -48,7 +57,7 @@ class SSLMethod(nn.Module):
         labels, ``probe`` (its cross-entropy, to minimise alongside ``loss``), ``probe_correct``, ``probe_count``.
         """
         b = views[0].shape[0]
-        h, z = self.embed(self.backbone, self.projector, torch.cat(views))
+        h, z = self.embed(self.backbone, self.projector, views)
         z1, z2 = z[:b], z[b : 2 * b]
         out = {"ssl": self.contrastive_loss(z1, z2, views, momentum)}
         out["clsp"] = clsp_alignment(z1, z[2 * b :]) if len(views) == 3 else z.new_zeros(())
@@ -89,7 +98,7 @@ class MoCo(SSLMethod):
         self._update_key_encoder(momentum)
         with torch.no_grad():
             # k3 is not computed: the reference computes and discards it.
-            _, k = self.embed(self.key_backbone, self.key_projector, torch.cat(views[:2]))
+            _, k = self.embed(self.key_backbone, self.key_projector, views[:2])
         k1, k2 = k[:b], k[b:]
         loss = moco_loss(z1, z2, k1, k2, self.queues.queues.clone(), self.temperature)
         self.queues.push(torch.stack([gather_no_grad(k1), gather_no_grad(k2)]))

@@ -1,7 +1,10 @@
 """Methods: each forward equals its loss recomputed from the embeddings; MoCo's EMA and queues; FIFO queues."""
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clsp.config import SSLConfig
 from clsp.ssl.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
@@ -24,7 +27,7 @@ def views(n: int = 3) -> list[torch.Tensor]:
 
 
 def online_embeddings(method, vs):
-    _, z = method.embed(method.backbone, method.projector, torch.cat(vs))
+    _, z = method.embed(method.backbone, method.projector, vs)
     return z.split(B)
 
 
@@ -60,7 +63,7 @@ def test_moco_updates_key_encoder_then_uses_and_fills_the_queues():
         torch.testing.assert_close(k, 0.9 * k0 + 0.1 * q0)
     z1, z2, _ = online_embeddings(m, vs)
     with torch.no_grad():
-        _, k = m.embed(m.key_backbone, m.key_projector, torch.cat(vs[:2]))
+        _, k = m.embed(m.key_backbone, m.key_projector, vs[:2])
     k1, k2 = k.split(B)
     torch.testing.assert_close(out["ssl"], moco_loss(z1, z2, k1, k2, queues_before, 0.2))
     torch.testing.assert_close(m.queues.queues[0, :B], k1)
@@ -79,6 +82,47 @@ def test_nnclr_uses_and_fills_the_support_set():
     z1, z2, _ = online_embeddings(m, vs)
     torch.testing.assert_close(out["ssl"], nnclr_loss(z1, z2, support_before, 0.2))
     torch.testing.assert_close(m.support.queues[0, :B], z1.detach())
+
+
+def shifted_views() -> list[torch.Tensor]:
+    """Three views whose pixel statistics differ, as synthetic positives' can from real views'."""
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(B, 1, 16, 16, generator=g) * s + m for s, m in ((1, 0), (1, 0.5), (3, 2))]
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "nnclr"])
+def test_per_view_batchnorm_equals_separate_forward_passes(method):
+    torch.manual_seed(0)
+    m = build_method(config(method), 1, None)
+    assert m.bn_groups == "per_view"  # the default, as the reference (method.md 3.3, 3.4)
+    reference = copy.deepcopy(m)
+    vs = shifted_views()
+    out = m(vs, momentum=0.9)
+    out["loss"].backward()
+
+    # Independently: one plain backbone call per view, in view order, then the projector.
+    z = [F.normalize(reference.projector(reference.backbone(v)).float(), dim=1) for v in vs]
+    torch.testing.assert_close(out["clsp"], clsp_alignment(z[0], z[2]))
+    if method == "simclr":
+        expected = nt_xent(z[0], z[1], 0.2)
+        torch.testing.assert_close(out["ssl"], expected)
+        (expected + 0.5 * clsp_alignment(z[0], z[2])).backward()
+        for p, q in zip(m.backbone.parameters(), reference.backbone.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad)
+    # Running statistics: updated once per view, in order, exactly as three separate passes update them.
+    for a, b in zip(m.backbone.buffers(), reference.backbone.buffers(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_per_view_keeps_the_real_views_independent_of_the_synthetic_one_and_joint_does_not():
+    vs, other = shifted_views(), shifted_views()
+    other[2] = other[2] * 0.1 - 5  # only the third view changes
+    for groups, independent in (("per_view", True), ("joint", False)):
+        torch.manual_seed(0)
+        m = build_method(config("simclr", bn_groups=groups), 1, None)
+        z1 = m.embed(m.backbone, m.projector, vs)[1][:B]
+        z1_other = m.embed(m.backbone, m.projector, other)[1][:B]
+        assert torch.allclose(z1, z1_other, atol=1e-6) is independent
 
 
 def test_probe_counts_only_labelled_images_and_sees_no_gradient_path_to_the_encoder():

@@ -1,0 +1,337 @@
+"""Self-supervised training with the CLSP term (method.md 3): SimCLR, MoCo v2+ or NNCLR on Accelerate.
+
+:func:`train_ssl` is the loop; ``clsp train CONFIG`` and the ``accelerate launch clsp/train.py`` entry point call it
+through :func:`run_training`.
+
+Writes under ``<run.output_dir>/ssl/``: ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``state/``
+(Accelerate state: model with queues and key encoder, optimizer, step counters), ``backbone.safetensors`` and
+``backbone.json``. Every batch is a function of ``(run.seed, step, process)`` (see :mod:`clsp.ssl.views`), so
+``--resume`` continues exactly where the saved state left off.
+"""
+
+import json
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from torch.utils.data import DataLoader
+
+from clsp.accelerator import stage_accelerator
+from clsp.config import Config, load_config, save_resolved_config
+from clsp.data import load_images
+from clsp.data.augment import build_augmentation, normalisation
+from clsp.errors import ClspError
+from clsp.interrupt import any_process, stop_on_interrupt
+from clsp.progress import print_summary, progress_bar, warn
+from clsp.ssl.backbones import save_backbone
+from clsp.ssl.distributed import convert_to_global_batchnorm
+from clsp.ssl.methods import build_method
+from clsp.ssl.schedule import learning_rate, moco_momentum
+from clsp.ssl.views import GlobalBatchSampler, MultiViewDataset, open_positives
+
+EPOCH_SUMS = ("loss", "ssl", "clsp", "probe", "probe_correct", "probe_count", "steps")
+
+
+@dataclass
+class SSLResult:
+    """What a training run did and where it wrote."""
+
+    step: int
+    total_steps: int
+    losses: list[float] = field(repr=False)
+    """The total loss (mean over processes) of every step this call ran."""
+    last_epoch: dict[str, float]
+    """The last ``metrics.jsonl`` line this call wrote (empty if it finished no epoch)."""
+    seconds: float
+    images_per_second: float
+    backbone: Path | None
+    metrics: Path
+    state_dir: Path
+
+    def summary(self) -> dict[str, object]:
+        e = self.last_epoch
+        rows: dict[str, object] = {"steps": f"{self.step} / {self.total_steps}"}
+        if e:
+            rows["epoch"] = e["epoch"]
+            rows["loss (last epoch)"] = f"{e['loss']:.4f} (contrastive {e['ssl']:.4f}, clsp {e['clsp']:.4f})"
+            if "probe_train_acc" in e:
+                rows["online probe train acc"] = f"{100 * e['probe_train_acc']:.2f}%"
+        rows["throughput"] = f"{self.images_per_second:.0f} images/s (all views, all processes)"
+        rows["time"] = f"{self.seconds:.0f} s"
+        rows["backbone"] = self.backbone or "- (not finished: rerun with --resume)"
+        rows["metrics"] = self.metrics
+        rows["resume state"] = self.state_dir
+        return rows
+
+
+class TrainProgress:
+    """The optimizer step and the running sums of the current epoch, saved with the Accelerate state."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"step": self.step, "sums": dict(self.sums)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.sums = {k: float(v) for k, v in state["sums"].items()}
+
+
+def _accelerator(cfg: Config) -> Accelerator:
+    precision = cfg.ssl.mixed_precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ClspError("ssl.mixed_precision=fp16 needs a CUDA GPU; use bf16 or no")
+    log_with = None
+    if cfg.ssl.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ClspError("ssl.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+        log_with = "tensorboard"
+    # Buffers (queues, BN running stats) are never broadcast: queues are equal on every process by construction,
+    # and broadcasting a 32k x 256 queue every step would dominate the communication.
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    return stage_accelerator(
+        precision,
+        kwargs_handlers=[ddp],
+        log_with=log_with,
+        project_dir=str(cfg.run.output_dir / "ssl"),
+    )
+
+
+def _dataset(cfg: Config, num_processes: int) -> tuple[MultiViewDataset, int | None, dict[str, object]]:
+    """The multi-view dataset, its number of classes (None without labels) and the backbone's input spec."""
+    s = cfg.ssl
+    images = load_images(cfg.data, cfg.data.train_split)
+    n, (h, _, c) = len(images), images.image_shape
+    if s.batch_size % num_processes:
+        raise ClspError(f"ssl.batch_size={s.batch_size} is not divisible by {num_processes} processes; change it")
+    if n < s.batch_size:
+        raise ClspError(f"ssl.batch_size={s.batch_size} exceeds the {n} training images; lower ssl.batch_size")
+    queue = {"moco": "queue_size", "nnclr": "nnclr_support_size"}.get(s.method)
+    if queue and getattr(s, queue) % s.batch_size:
+        raise ClspError(f"ssl.{queue}={getattr(s, queue)} must be a multiple of ssl.batch_size={s.batch_size}")
+    mean, std = normalisation(cfg.data.source, images.images)
+    if len(s.augment.mean or mean) != c:
+        raise ClspError(f"ssl.augment.mean/std have {len(s.augment.mean)} values but the images have {c} channels")
+    third_view = "none" if s.clsp_weight == 0 else s.positive
+    store = None
+    if third_view == "synthetic":
+        # Same default folder as `clsp positives generate`.
+        path = s.positives or cfg.run.output_dir / "positives"
+        store = open_positives(path, n, c, images.fingerprint, f"{images.name} ({cfg.data.train_split})")
+        if s.num_candidates > store.num_candidates:
+            warn(f"ssl.num_candidates={s.num_candidates} but {path} holds {store.num_candidates}; using all of them")
+    transform = build_augmentation(s.augment, h, mean, std)
+    dataset = MultiViewDataset(
+        images.images, images.labels, transform, cfg.run.seed, third_view, store, s.num_candidates
+    )
+    num_classes = None
+    if images.labels is not None and cfg.eval.online_probe:
+        num_classes = max(len(images.class_names), int(images.labels.max()) + 1)
+    spec = {
+        "in_channels": c,
+        "image_size": s.augment.crop_size or h,
+        "mean": list(s.augment.mean or mean),
+        "std": list(s.augment.std or std),
+        "dataset": images.name,
+        "dataset_fingerprint": images.fingerprint,
+    }
+    return dataset, num_classes, spec
+
+
+def _save_state(accelerator: Accelerator, state_dir: Path) -> None:
+    """Save into a fresh folder beside ``state_dir`` and swap it in, so a crash mid-save keeps the last state."""
+    tmp, old = state_dir.with_name(state_dir.name + ".tmp"), state_dir.with_name(state_dir.name + ".old")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(old, ignore_errors=True)
+        if state_dir.exists():
+            state_dir.rename(old)
+        tmp.rename(state_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -> SSLResult:
+    """Train ``cfg.ssl.method`` with the CLSP term (λ = ``ssl.clsp_weight``) on ``cfg.data``'s training split.
+
+    ``resume`` continues from ``<output_dir>/ssl/state``; ``max_steps`` stops (and saves the state) once that many
+    optimizer steps are done in all, as if the run were interrupted there; Ctrl-C does the same after the current
+    step. The backbone is exported when the last epoch finishes. A non-finite loss stops the run with a :class:`ClspError`; the saved state stays the last good
+    one.
+    """
+    s = cfg.ssl
+    started = time.perf_counter()
+    out = cfg.run.output_dir / "ssl"
+    state_dir, metrics_path = out / "state", out / "metrics.jsonl"
+    if resume and not state_dir.is_dir():
+        raise ClspError(f"--resume: no saved state in {state_dir}; start without --resume")
+    accelerator = _accelerator(cfg)
+    main, num_processes = accelerator.is_main_process, accelerator.num_processes
+    dataset, num_classes, spec = _dataset(cfg, num_processes)
+    steps_per_epoch = len(dataset) // s.batch_size
+    total_steps = s.epochs * steps_per_epoch
+
+    torch.manual_seed(cfg.run.seed)
+    model = build_method(s, spec["in_channels"], num_classes)
+    if s.sync_bn and num_processes > 1:
+        model = (
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if accelerator.device.type == "cuda"
+            else convert_to_global_batchnorm(model)
+        )
+    encoder = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("probe.")]
+    groups = [{"params": encoder, "scheduled": True}]
+    if model.probe is not None:
+        groups.append({"params": list(model.probe.parameters()), "lr": s.probe_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    progress = TrainProgress()
+    with warnings.catch_warnings():
+        # torch 2.14 renames broadcast_buffers, which Accelerate's DDP kwargs still use; the behaviour is the same.
+        warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+        model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(progress)
+    if resume:
+        accelerator.load_state(str(state_dir))
+    elif state_dir.is_dir() and main:
+        warn(f"{state_dir} holds an earlier run's state; starting over (pass --resume to continue it)")
+    if main:
+        save_resolved_config(cfg, out)
+        if not resume:
+            metrics_path.unlink(missing_ok=True)
+    if s.tensorboard:
+        accelerator.init_trackers("tensorboard")
+
+    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    sampler = GlobalBatchSampler(
+        len(dataset), s.batch_size, accelerator.process_index, num_processes, cfg.run.seed, progress.step, stop_at
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=s.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        prefetch_factor=4 if s.num_workers else None,
+    )
+    device, views_per_image = accelerator.device, 2 + (dataset.third_view != "none")
+    losses: list[float] = []
+    last_epoch: dict[str, float] = {}
+    epoch_started, run_started, run_steps, epoch_steps = time.perf_counter(), time.perf_counter(), 0, 0
+    interrupted = False
+    with stop_on_interrupt() as stop, progress_bar() as bar:
+        task = bar.add_task(f"{s.method} (λ={s.clsp_weight})", total=total_steps, completed=progress.step, visible=main)
+        for batch in loader:
+            epoch = progress.step // steps_per_epoch
+            lr = learning_rate(epoch, s.lr, s.epochs, s.warmup_epochs, s.warmup_start_lr, s.min_lr)
+            for group in optimizer.param_groups:
+                if group.get("scheduled"):
+                    group["lr"] = lr
+            momentum = moco_momentum(progress.step, total_steps, s.moco_momentum_start, s.moco_momentum_end)
+            views = [batch[k].to(device, non_blocking=True) for k in ("v1", "v2", "v3") if k in batch]
+            labels = batch["label"].to(device, non_blocking=True)
+            terms = model(views, labels, momentum)
+
+            zero = terms["loss"].new_zeros(())
+            local = torch.stack([terms.get(k, zero).detach().float() for k in EPOCH_SUMS[:-1]] + [zero + 1])
+            totals = accelerator.reduce(local, "sum") if num_processes > 1 else local
+            if not torch.isfinite(totals).all():
+                raise ClspError(
+                    f"the loss became {totals[0].item()} at step {progress.step} (epoch {epoch}); {state_dir} keeps "
+                    "the last good state: lower ssl.lr, or use ssl.mixed_precision=no, then rerun with --resume"
+                )
+            accelerator.backward(terms["loss"] + terms.get("probe", zero))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.step += 1
+            run_steps += 1
+            epoch_steps += 1
+            for k, v in zip(EPOCH_SUMS, totals.tolist(), strict=True):
+                progress.sums[k] += v
+            losses.append(totals[0].item() / num_processes)
+            bar.update(task, advance=1)
+
+            epoch_done = progress.step % steps_per_epoch == 0
+            if epoch_done:
+                last_epoch = _epoch_metrics(progress, epoch, lr, momentum, s.method)
+                seconds = time.perf_counter() - epoch_started
+                last_epoch["images_per_s"] = views_per_image * s.batch_size * epoch_steps / seconds
+                epoch_started, epoch_steps = time.perf_counter(), 0
+                progress.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+                if main:
+                    with open(metrics_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(last_epoch) + "\n")
+                if s.tensorboard:
+                    accelerator.log(last_epoch, step=progress.step)
+            interrupted = any_process(accelerator, stop[0])
+            if interrupted or progress.step == stop_at or (epoch_done and (epoch + 1) % s.save_every_epochs == 0):
+                _save_state(accelerator, state_dir)
+            if interrupted:
+                break
+
+    seconds = time.perf_counter() - run_started
+    backbone = None
+    if progress.step == total_steps and main:
+        spec.update(
+            backbone=s.backbone,
+            stem=s.stem,
+            feature_dim=accelerator.unwrap_model(model).feature_dim,
+            method=s.method,
+            clsp_weight=s.clsp_weight,
+            positive=s.positive,
+            epochs=s.epochs,
+        )
+        backbone = save_backbone(accelerator.unwrap_model(model).backbone, out, spec)
+    if s.tensorboard:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    rate = views_per_image * s.batch_size * run_steps / seconds if run_steps else 0.0
+    return SSLResult(
+        progress.step,
+        total_steps,
+        losses,
+        last_epoch,
+        time.perf_counter() - started,
+        rate,
+        backbone,
+        metrics_path,
+        state_dir,
+    )
+
+
+def _epoch_metrics(progress: TrainProgress, epoch: int, lr: float, momentum: float, method: str) -> dict[str, float]:
+    """One ``metrics.jsonl`` line from the epoch's sums (losses summed over steps and processes)."""
+    sums = progress.sums
+    denominator = sums["steps"]  # steps x processes
+    line: dict[str, float] = {
+        "epoch": epoch + 1,
+        "step": progress.step,
+        "lr": lr,
+        "loss": sums["loss"] / denominator,
+        "ssl": sums["ssl"] / denominator,
+        "clsp": sums["clsp"] / denominator,
+    }
+    if method == "moco":
+        line["moco_momentum"] = momentum
+    if sums["probe_count"]:
+        line["probe_loss"] = sums["probe"] / denominator
+        line["probe_train_acc"] = sums["probe_correct"] / sums["probe_count"]
+    return line
+
+
+def run_training(config: Path, overrides: list[str], resume: bool, max_steps: int | None = None) -> SSLResult:
+    """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script)."""
+    result = train_ssl(load_config(config, overrides), resume, max_steps)
+    if PartialState().is_main_process:
+        print_summary("self-supervised training", result.summary())
+    return result
