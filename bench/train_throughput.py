@@ -7,6 +7,7 @@ candidates are random uint8 (speed does not depend on content). Single process, 
 --device cuda.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_throughput.py --steps 3 --workers 0 2
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_throughput.py --steps 5 --workers --bn-groups per_view joint
 """
 
 import argparse
@@ -41,10 +42,10 @@ def make_dataset(root: Path, n: int, k: int) -> MultiViewDataset:
     return MultiViewDataset(images, None, transform, 0, "synthetic", store, k)
 
 
-def run(batches, steps: int, batch_size: int, bf16: bool, device: torch.device) -> list[float]:
+def run(batches, steps: int, batch_size: int, bf16: bool, device: torch.device, bn_groups: str) -> list[float]:
     """Images per second (3 views each) of each of ``steps`` timed steps after one warm-up step."""
     torch.manual_seed(0)
-    model = build_method(SSLConfig(), 3, None).to(device)
+    model = build_method(SSLConfig(bn_groups=bn_groups), 3, None).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     rates = []
     start = time.perf_counter()
@@ -70,10 +71,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after one warm-up)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers to try")
+    parser.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="DataLoader workers to try")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--data-only", action="store_true", help="only time one batch of the data pipeline")
+    parser.add_argument(
+        "--bn-groups", nargs="+", default=["per_view"], help="ssl.bn_groups to time on the pre-loaded batch"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x 3 views 32x32")
@@ -90,13 +94,15 @@ def main() -> None:
         print(f"data pipeline alone, 0 workers: {time.perf_counter() - started:.2f} s per batch")
         if args.data_only:
             return
-        results = {"pre-loaded": run(iter(lambda: fixed, None), args.steps, args.batch_size, args.bf16, device)}
+        step = dict(steps=args.steps, batch_size=args.batch_size, bf16=args.bf16, device=device)
+        results = {
+            f"pre-loaded, bn_groups {groups}": run(iter(lambda: fixed, None), bn_groups=groups, **step)
+            for groups in args.bn_groups
+        }
         for workers in args.workers:
-            results[f"pipeline, {workers} workers"] = run(
-                loader(workers), args.steps, args.batch_size, args.bf16, device
-            )
-    base = statistics.median(results["pre-loaded"])
-    print("| mode | images/s (median) | per-step images/s | overhead vs pre-loaded |")
+            results[f"pipeline, {workers} workers"] = run(loader(workers), bn_groups=args.bn_groups[0], **step)
+    base = statistics.median(next(iter(results.values())))
+    print("| mode | images/s (median) | per-step images/s | overhead vs the first |")
     print("|---|---|---|---|")
     for name, rates in results.items():
         median = statistics.median(rates)
