@@ -1,9 +1,25 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The nearest existing path among ``folder`` and its parents when it is not a folder (so ``folder`` cannot be
+    created or used); None when ``folder`` is a folder or could be made one."""
+    for path in (Path(folder), *Path(folder).parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
+def _new_temp_file(path: Path) -> Path:
+    """An empty file beside ``path`` with the mode the umask gives new files (``tempfile.mkstemp``'s is 0600)."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp{path.suffix}"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -13,9 +29,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temp_file(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

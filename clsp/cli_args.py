@@ -27,9 +27,11 @@ def parse_number_list(text: str, option: str, kind: type, example: str, lo: floa
 
 
 def script_parser(description: str, state_dir: str) -> argparse.ArgumentParser:
-    """The options every ``accelerate launch`` training script takes: --config, --set (repeatable), --resume."""
+    """The options every ``accelerate launch`` training script takes: --config, --set (repeatable), --resume,
+    --overwrite."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/digits.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--resume", action="store_true", help=f"continue from <output_dir>/{state_dir}")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs and state")
     return parser

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from clsp.atomic import atomic_write_text
+from clsp.atomic import atomic_write_text, file_in_the_way
+from clsp.differences import shorten
 from clsp.errors import ClspError
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -211,6 +212,11 @@ class SSLConfig(Section):
 
 class EvalConfig(Section):
     online_probe: bool = True
+    image_size: int | None = Field(None, ge=4, le=1024)
+    """Resize the labelled and test images to this size for the linear probe and kNN; None = the encoder's input
+    size (``image_size`` in ``ssl/backbone.json``: ``ssl.augment.crop_size``, or the training image size), so
+    STL-10's 96-px images are evaluated at the 64 px the encoder was trained on (method.md 4.2). The alignment
+    term is always measured at the encoder's input size."""
     linear_epochs: int = Field(100, ge=1)
     linear_lr: PositiveFloat = 1.0
     linear_milestones: tuple[int, ...] = (60, 80)
@@ -287,21 +293,29 @@ def _apply_override(raw: dict, keys: list[str], value: Any, override: str) -> No
     node[keys[-1]] = value
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
+def _describe(error: dict[str, Any]) -> str:
+    """One validation error as ``field: what is wrong``."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
         parent_model: type[BaseModel] = Config
-        for part in first["loc"][:-1]:
+        for part in error["loc"][:-1]:
             parent_model = parent_model.model_fields[str(part)].annotation  # type: ignore[assignment]
-        valid = ", ".join(parent_model.model_fields)
-        msg = f"{source}: unknown key '{loc}'; valid keys here: {valid}"
-    elif first["type"] == "value_error":  # raised by a section's own cross-field check; names its fields
-        msg = f"{source}: {loc or 'config'}: {first['msg'].removeprefix('Value error, ')}"
-    else:
-        msg = f"{source}: {loc}: {first['msg']} (got {first['input']!r}); fix it in the file or with --set {loc}=..."
-    more = len(err.errors()) - 1
-    return msg + (f" (+{more} more error{'s' * (more > 1)})" if more else "")
+        return f"unknown key '{loc}' (valid keys here: {', '.join(parent_model.model_fields)})"
+    if error["type"] == "value_error":  # raised by a section's own cross-field check; names its fields
+        return f"{loc or 'config'}: {error['msg'].removeprefix('Value error, ')}"
+    return f"{loc}: {error['msg']} (got {shorten(repr(error['input']))})"
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    """Every error of ``err`` on one line, each naming its field, then how to fix a wrong value."""
+    errors = err.errors()
+    settable = [".".join(map(str, e["loc"])) for e in errors if e["type"] not in ("extra_forbidden", "value_error")]
+    described = "; ".join(_describe(e) for e in errors)
+    head = f"{source}: " if len(errors) == 1 else f"{source}: {len(errors)} errors: "
+    if not settable:
+        return head + described
+    key = settable[0] if len(settable) == 1 else "section.key"
+    return f"{head}{described}; fix {'it' if len(errors) == 1 else 'them'} in the file or with --set {key}=..."
 
 
 def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -318,17 +332,34 @@ def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | t
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings applied first."""
+    """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings applied first.
+
+    Also refuses a ``run.output_dir`` that cannot be a folder (it, or a parent, is a file).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ClspError(f"config '{path}' is a folder; pass a YAML file such as configs/digits.yaml")
     if not path.is_file():
         raise ClspError(f"config file '{path}' not found; pass a YAML file such as configs/digits.yaml")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ClspError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass a YAML config") from None
+    except OSError as e:
+        raise ClspError(f"{path}: cannot be read ({e.strerror}); check the file and its permissions") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ClspError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return config_from_dict(raw, str(path), overrides)
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or " ".join(str(e).split())
+        raise ClspError(f"{path}: not valid YAML{where}: {problem}") from None
+    cfg = config_from_dict(raw, str(path), overrides)
+    blocking = file_in_the_way(cfg.run.output_dir)
+    if blocking is not None:
+        raise ClspError(
+            f"{path}: run.output_dir '{cfg.run.output_dir}' cannot be a folder: '{blocking}' is a file; "
+            "set another one with --set run.output_dir=..."
+        )
+    return cfg
 
 
 def config_to_yaml(cfg: Config) -> str:

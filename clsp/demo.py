@@ -87,18 +87,20 @@ class StageLedger:
             if saved.get("key") != key:
                 raise ClspError(
                     f"{path.parent}: holds a demo made with another config; "
-                    "pass another --output-dir or delete that folder"
+                    "choose another folder with --set run.output_dir=... or delete that one"
                 )
             self.seconds = saved["seconds"]
 
     def run(self, stage: str, work: Callable[[], object]) -> None:
-        """Run ``work`` unless ``stage`` finished before; record its wall time."""
+        """Run ``work`` unless ``stage`` finished before; record its wall time. A result with ``interrupted`` set
+        (a training stopped by Ctrl-C, its state saved) stops the demo unrecorded: the rerun resumes it."""
         if stage in self.seconds:
             console.print(f"[dim]{stage}: done before ({self.seconds[stage]:.0f} s), skipped[/]")
             return
         console.rule(stage)
         started = time.perf_counter()
-        work()
+        if getattr(work(), "interrupted", False):
+            raise KeyboardInterrupt
         self.seconds[stage] = time.perf_counter() - started
         atomic_write_text(self.path, json.dumps({"key": self.key, "seconds": self.seconds}, indent=1))
 
@@ -124,7 +126,8 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     ledger = StageLedger(root / "stages.json", key)
     resume_diffusion = (root / "diffusion" / "state").is_dir()
     if cfg.diffusion.pretrained is None:
-        ledger.run("diffusion", lambda: train_diffusion(cfg, resume=resume_diffusion))
+        # The demo owns its folder: a stage not in the ledger resumes its saved state or starts over.
+        ledger.run("diffusion", lambda: train_diffusion(cfg, resume_diffusion, overwrite=not resume_diffusion))
     else:
         ledger.run("diffusion", lambda: _use_pretrained(cfg))
     ledger.run("positives", lambda: generate_positives(cfg))
@@ -139,7 +142,7 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
             run = run_config(cfg, seed, variant)
             resume_ssl = (run.run.output_dir / "ssl" / "state").is_dir()
             stages += [f"{variant.name} seed {seed}", f"eval {variant.name} seed {seed}"]
-            ledger.run(stages[-2], lambda run=run, resume=resume_ssl: train_ssl(run, resume))
+            ledger.run(stages[-2], lambda run=run, resume=resume_ssl: train_ssl(run, resume, overwrite=not resume))
             ledger.run(stages[-1], lambda run=run: evaluate_run(run))
             runs.append(json.loads((run.run.output_dir / "eval" / "metrics.json").read_text()))
 

@@ -1,7 +1,7 @@
 """The ``accelerate launch`` entry point for self-supervised training; the loop is :mod:`clsp.ssl.train`.
 
 Run as ``accelerate launch clsp/train.py --config configs/digits.yaml [--set k=v ...] [--positives DIR] [--resume]
-[--max-steps N]`` (or ``torchrun --nproc_per_node N clsp/train.py ...``); ``clsp train CONFIG`` does the same in
+[--overwrite] [--max-steps N]`` (or ``torchrun --nproc_per_node N clsp/train.py ...``); ``clsp train CONFIG`` does the same in
 one process.
 """
 
@@ -28,9 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     from clsp.ssl.train import run_training  # torch loads slowly: only once the arguments parsed
 
     try:
-        run_training(args.config, overrides, args.resume, args.max_steps)
+        run_training(args.config, overrides, args.resume, args.max_steps, args.overwrite)
     except ClspError as e:
         parser.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "interrupted\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Register them with ``app.command("export")(export_command)`` and ``app.command("
 """
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -67,17 +68,26 @@ def features_command(
     if split is not None and input_dir is not None:
         raise ClspError("give --split or --input, not both")
     cfg = load_config(config, overrides or [])
-    from clsp.data import load_images
+    from clsp.data import check_split, load_images
     from clsp.data.folder import load_image_folder
+    from clsp.data.imageset import resize_images
     from clsp.export.specs import run_encoder
-    from clsp.runtime.features import encode_images, save_features
+    from clsp.runtime.features import check_device, check_features_path, encode_images, greyscale_for, save_features
 
+    check_features_path(out)
+    torch_device = check_device(device)
+    split = split or cfg.data.test_split
+    check_split(cfg.data, split)
+    backbone = run_encoder(cfg)[1]
+    size = int(backbone["image_size"])
     if input_dir is not None:
-        images = load_image_folder(input_dir, int(run_encoder(cfg)[1]["image_size"]), cfg.data.skip_bad_images)
-    else:
-        images = load_images(cfg.data, split or cfg.data.test_split)
+        images = load_image_folder(input_dir, size, cfg.data.skip_bad_images, "--input")
+        images = greyscale_for(images, int(backbone["in_channels"]))
+    else:  # at the encoder's input size, as clsp eval (STL-10: 96 px -> 64 px)
+        images = load_images(cfg.data, split)
+        images = replace(images, images=resize_images(images.images, size))
     started = time.perf_counter()
-    features = encode_images(cfg, backend, images, device)
+    features = encode_images(cfg, backend, images, torch_device)
     seconds = time.perf_counter() - started
     path = save_features(out, features, images.labels)
     print_summary(

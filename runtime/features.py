@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from clsp.atomic import atomic_write
+from clsp.atomic import atomic_write, file_in_the_way
 from clsp.config import Config
 from clsp.data import ImageSet
 from clsp.errors import ClspError
@@ -39,12 +39,48 @@ def encode_images(cfg: Config, backend: Backend, images: ImageSet, device: str |
     )
 
 
+def greyscale_for(images: ImageSet, channels: int) -> ImageSet:
+    """``images`` as an encoder with ``channels`` input channels takes them: an image folder is read as RGB, so a
+    1-channel encoder gets their ITU-R 601 luma (grey images, saved as R = G = B, come back unchanged)."""
+    if channels != 1 or images.image_shape[2] != 3:
+        return images
+    luma = (images.images.astype(np.uint32) @ np.array([299, 587, 114], np.uint32) + 500) // 1000
+    return ImageSet(images.name, luma.astype(np.uint8)[..., None], images.labels, images.class_names)
+
+
+def check_features_path(path: Path) -> Path:
+    """Refuse ``--out`` unless it names a ``.npy`` or ``.safetensors`` file that can be written: not a folder,
+    no file where a parent folder must be."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClspError(f"--out {path}: is a folder; give a file name such as {path / 'features.npy'}")
+    if path.suffix not in SUFFIXES:
+        raise ClspError(f"--out {path}: use a .npy or .safetensors file name")
+    blocking = file_in_the_way(path.parent)
+    if blocking is not None:
+        raise ClspError(f"--out {path}: '{blocking}' is a file, not a folder; choose another path")
+    return path
+
+
+def check_device(device: str) -> torch.device:
+    """``--device`` as a torch device: ``cpu``, or ``cuda``/``cuda:N`` when that GPU is usable here."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ClspError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ClspError(f"--device {device}: no CUDA GPU is usable here (torch {torch.__version__}); use --device cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ClspError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 or cpu")
+    return parsed
+
+
 def save_features(path: Path, features: Tensor, labels: np.ndarray | None) -> Path:
     """Write ``features`` float32 ``[N, D]`` atomically: ``.npy`` holds the array; ``.safetensors`` holds
     ``features`` and, when known, int64 ``labels [N]``."""
-    path = Path(path)
-    if path.suffix not in SUFFIXES:
-        raise ClspError(f"--out {path}: use a .npy or .safetensors file name")
+    path = check_features_path(path)
     features = features.float().contiguous()
     if path.suffix == ".npy":
         return atomic_write(path, lambda tmp: np.save(tmp, features.numpy()))

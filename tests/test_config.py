@@ -62,6 +62,7 @@ def test_paper_numbers_in_the_shipped_configs() -> None:
         "cifar100_simclr_clsp": {"ssl.clsp_weight": 1.0, "run.seed": 12, "data.source": "cifar100"},
         "cifar100_moco_clsp": {"ssl.clsp_weight": 0.2, "eval.linear_lr": 10.0, "ssl.augment.solarize_p": 0.2},
         "stl10_simclr_clsp": {"positives.num_layers": 4, "positives.num_steps": 200, "ssl.stem": "stl"},
+        "stl10_moco_clsp": {"ssl.clsp_weight": 0.4, "ssl.lr": 0.3, "ssl.batch_size": 1024, "ssl.queue_size": 32768},
     }
     for name, fields in expected.items():
         cfg = load_config(REPO_ROOT / "configs" / f"{name}.yaml")
@@ -141,3 +142,43 @@ def test_source_dependent_defaults() -> None:
         "all",
         None,
     )
+
+
+def test_every_validation_error_is_named_on_one_line(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, {"data": {"bogus": 1}, "ssl": {"epochs": 0, "lr": -1}})
+    with pytest.raises(ClspError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message and "more" not in message
+    assert message.startswith(f"{path}: 3 errors: ")
+    for name in ("unknown key 'data.bogus'", "ssl.epochs:", "(got 0)", "ssl.lr:", "(got -1)", "--set section.key="):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (bytes(range(128, 256)), "not a text file (byte 0 is not UTF-8)"),
+        (b"data:\n  source: digits\x00\n", "not valid YAML"),
+    ],
+)
+def test_binary_config_is_one_line(tmp_path: Path, content: bytes, needle: str) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ClspError, match=r"binary.yaml: ") as caught:
+        load_config(path)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_folder_is_not_a_config(tmp_path: Path) -> None:
+    with pytest.raises(ClspError, match="is a folder; pass a YAML file"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("below", ["", "sub/run"])
+def test_output_dir_that_is_a_file_is_refused_on_load(tmp_path: Path, below: str) -> None:
+    (tmp_path / "taken").write_text("not a folder")
+    path = write_yaml(tmp_path, {})
+    with pytest.raises(ClspError, match=f"'{tmp_path / 'taken'}' is a file; set another one with --set run.output_dir"):
+        load_config(path, [f"run.output_dir={tmp_path / 'taken' / below}"])
+    assert load_config(path, [f"run.output_dir={tmp_path / 'new' / below}"]).run.output_dir == tmp_path / "new" / below

@@ -1,6 +1,7 @@
 """``clsp demo --quick``, ``clsp eval`` and ``clsp compare`` as a user runs them: every promised file, by content."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 from PIL import Image
 
 from clsp.config import load_config
+from clsp.demo import StageLedger
+from clsp.errors import ClspError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHT = load_config(REPO_ROOT / "configs" / "digits.yaml").ssl.clsp_weight
@@ -124,6 +127,8 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
 
     two = clsp("demo", "--quick", "--seed", "0", "--seed", "1", "--set", f"run.output_dir={demo_dir}")
     assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("skipped") == len(STAGES)  # seed 0 and the shared stages are reused: seed 1 only trains
+    assert all((demo_dir / "seed1" / v / "eval" / "metrics.json").is_file() for v in ("simclr", "clsp-simclr"))
     summary = json.loads((demo_dir / "demo.json").read_text())
     assert summary["seeds"] == [0, 1] and len(summary["verdict"]) == 6
     assert all("seed spread" in line for line in summary["verdict"])  # ahead, behind or within: judged by the spread
@@ -133,6 +138,19 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
     }
     top1 = json.loads((demo_dir / "seed0" / "clsp-simclr" / "eval" / "metrics.json").read_text())["linear"]["top1"]
     assert f"{top1:.2f}" in lines[3]
+
+    by_method = demo_dir / "by_method.md"
+    runs = [str(demo_dir / f"seed{seed}" / v) for seed in (0, 1) for v in ("simclr", "clsp-simclr")]
+    result = clsp("compare", *runs, "--by-method", "--markdown", str(by_method))
+    assert result.returncode == 0, result.stderr
+    lines = by_method.read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| method | runs | linear top-1 |")
+    assert lines[2].startswith("| SimCLR | 2 | ") and lines[3].startswith(f"| {CLSP_LABEL} | 2 | ")
+    tops = [
+        json.loads((demo_dir / f"seed{seed}" / "clsp-simclr" / "eval" / "metrics.json").read_text())["linear"]["top1"]
+        for seed in (0, 1)
+    ]
+    assert f"| {statistics.fmean(tops):.2f} ± {statistics.stdev(tops):.2f} |" in lines[3]
 
     other = clsp("demo", "--quick", "--set", "ssl.temperature=0.5", "--set", f"run.output_dir={demo_dir}")
     assert other.returncode == 2 and "another config" in other.stderr
@@ -151,3 +169,11 @@ def test_compare_names_a_missing_or_broken_metrics_file(tmp_path: Path) -> None:
     broken.write_text("{")
     result = clsp("compare", str(broken))
     assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
+def test_a_folder_of_another_demo_suggests_an_option_that_exists(tmp_path: Path) -> None:
+    StageLedger(tmp_path / "stages.json", "key-a").run("stage", lambda: None)
+    with pytest.raises(ClspError) as caught:
+        StageLedger(tmp_path / "stages.json", "key-b")
+    assert "--set run.output_dir=" in str(caught.value) and "--output-dir" not in str(caught.value)
+    assert "--set" in clsp("demo", "--help").stdout  # the suggested option is one the demo takes

@@ -1,14 +1,23 @@
 """Dataset sources, each returning an :class:`ImageSet` of uint8 ``[N, H, W, C]`` images."""
 
-from clsp.config import DataConfig
+from clsp.config import SPLITS, DataConfig
 from clsp.data.imageset import ImageSet, resize_images
+from clsp.errors import ClspError
+
+
+def check_split(cfg: DataConfig, split: str) -> None:
+    """Refuse, in one line naming the valid ones, a ``split`` that ``cfg.source`` does not have."""
+    if split not in SPLITS[cfg.source]:
+        raise ClspError(f"split {split!r} is not a split of {cfg.source}; use one of: {', '.join(SPLITS[cfg.source])}")
 
 
 def load_images(cfg: DataConfig, split: str) -> ImageSet:
     """Load one split (``train``, ``test``, ``unlabeled`` for STL-10, ``all`` for a folder) of ``cfg.source``.
 
     Images are resized to ``cfg.image_size`` when it is set. Nothing is downloaded unless ``cfg.download``.
+    A ``split`` the source does not have is refused before anything is read.
     """
+    check_split(cfg, split)
     if cfg.source == "digits":
         from clsp.data.digits import load_digits_split
 
@@ -30,4 +39,4 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
     return ImageSet(images.name, resize_images(images.images, cfg.image_size), images.labels, images.class_names)
 
 
-__all__ = ["ImageSet", "load_images"]
+__all__ = ["ImageSet", "check_split", "load_images"]

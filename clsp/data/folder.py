@@ -24,8 +24,10 @@ def _read_rgb(path: Path) -> np.ndarray:
         return np.array(picture.convert("RGB"), dtype=np.uint8)
 
 
-def load_image_folder(root: Path, image_size: int | None, skip_bad_images: bool = False) -> ImageSet:
-    """Every image under ``root`` as uint8 ``[N, S, S, 3]``.
+def load_image_folder(
+    root: Path, image_size: int | None, skip_bad_images: bool = False, option: str = "data.root"
+) -> ImageSet:
+    """Every image under ``root`` as uint8 ``[N, S, S, 3]``; errors name ``root`` as the ``option`` that gave it.
 
     Images are resized on the shorter side and centre-cropped to ``image_size``; with ``image_size`` None they
     must all share one size. Labels are the first-level sub-folder names (sorted, indexed from 0) when every
@@ -33,10 +35,10 @@ def load_image_folder(root: Path, image_size: int | None, skip_bad_images: bool 
     """
     root = Path(root)
     if not root.is_dir():
-        raise ClspError(f"data.root '{root}' is not a folder; point data.root at a folder of images")
+        raise ClspError(f"{option} '{root}' is not a folder; point {option} at a folder of images")
     files = _visible_files(root)
     if not files:
-        raise ClspError(f"data.root '{root}' holds no files; put images (PNG, JPEG, ...) in it")
+        raise ClspError(f"{option} '{root}' holds no files; put images (PNG, JPEG, ...) in it")
     in_subfolder = [len(p.relative_to(root).parts) > 1 for p in files]
     if any(in_subfolder) and not all(in_subfolder):
         top = files[in_subfolder.index(False)]
@@ -69,7 +71,7 @@ def load_image_folder(root: Path, image_size: int | None, skip_bad_images: bool 
     if bad:
         warn(f"skipped {len(bad)} unreadable file(s) under {root}, e.g. {bad[0]}")
     if not images:
-        raise ClspError(f"data.root '{root}': none of its {len(files)} files is a readable image")
+        raise ClspError(f"{option} '{root}': none of its {len(files)} files is a readable image")
     labels, class_names = None, ()
     if all(in_subfolder):
         class_names = tuple(sorted(set(folders)))

@@ -19,6 +19,7 @@ def train(
     config: ConfigArgument,
     overrides: SetOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <output_dir>/diffusion/state.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier run's UNet and state.")] = False,
 ) -> None:
     """Train the DDPM; writes <output_dir>/unet (EMA weights) and diffusion/{state,samples.png,config.yaml}.
 
@@ -26,7 +27,7 @@ def train(
     """
     from clsp.diffusion.train import run_training  # torch loads slowly: only once the command parsed
 
-    run_training(config, overrides or [], resume)
+    run_training(config, overrides or [], resume, overwrite)
 
 
 @diffusion_app.command("preview")

@@ -42,9 +42,24 @@ class SamplerSettings:
         p, d = cfg.positives, cfg.diffusion
         return cls(p.num_steps, p.eta, p.solver, p.precision, d.num_train_timesteps, d.beta_start, d.beta_end)
 
+    def check(self) -> None:
+        """Raise ClspError, naming the config fields, for settings the sampler cannot run."""
+        if self.num_steps > self.num_train_timesteps:
+            raise ClspError(
+                f"positives.num_steps={self.num_steps} exceeds diffusion.num_train_timesteps="
+                f"{self.num_train_timesteps}; use at most {self.num_train_timesteps} steps, e.g. 100"
+            )
+        # diffusers steps from t to t - T // num_steps, which is the trailing grid only when it divides T.
+        if self.solver == "ddim" and self.num_train_timesteps % self.num_steps:
+            raise ClspError(
+                f"positives.num_steps={self.num_steps} must divide diffusion.num_train_timesteps="
+                f"{self.num_train_timesteps} for DDIM; use e.g. 50, 100 or 200"
+            )
+
 
 def make_scheduler(settings: SamplerSettings) -> Scheduler:
     """A fresh scheduler on the spec's grid: ``num_steps`` 100 of T 1000 visits t = 999, 989, ..., 9."""
+    settings.check()
     common = {
         "num_train_timesteps": settings.num_train_timesteps,
         "beta_start": settings.beta_start,
@@ -53,12 +68,6 @@ def make_scheduler(settings: SamplerSettings) -> Scheduler:
         "timestep_spacing": "trailing",
     }
     if settings.solver == "ddim":
-        # diffusers steps from t to t - T // num_steps, which is the trailing grid only when it divides T.
-        if settings.num_train_timesteps % settings.num_steps:
-            raise ClspError(
-                f"positives.num_steps={settings.num_steps} must divide diffusion.num_train_timesteps="
-                f"{settings.num_train_timesteps} for DDIM; use e.g. 50, 100 or 200"
-            )
         scheduler = DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
     else:
         scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)

@@ -8,7 +8,6 @@ resumed run draws exactly what the uninterrupted run would have drawn.
 """
 
 import copy
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from accelerate import Accelerator, PartialState
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 from rich.progress import TextColumn
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from clsp.accelerator import stage_accelerator
@@ -34,7 +32,9 @@ from clsp.diffusion.unet import load_unet
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
 from clsp.interrupt import any_process, stop_on_interrupt
-from clsp.progress import print_summary, progress_bar, warn
+from clsp.progress import print_summary, progress_bar
+from clsp.run_folder import check_resume_config, refuse_overwrite, run_lock
+from clsp.training_state import commit_pending_state, load_training_state, non_finite_loss, save_training_state
 
 
 @dataclass
@@ -63,27 +63,14 @@ class TrainResult:
         }
 
 
-PROGRESS_FILE, EMA_FILE = "progress.json", "ema.safetensors"
-
-
-def save_progress(directory: Path, step: int, ema: EMAModel) -> None:
-    """Store the step count and the EMA weights beside Accelerate's state, as JSON and safetensors.
-
-    Accelerate would pickle registered objects and unpickle them on load; these two formats cannot run code.
-    """
-    save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, directory / EMA_FILE)
-    progress = {"step": step, "ema_optimization_step": ema.optimization_step}
-    (directory / PROGRESS_FILE).write_text(json.dumps(progress), encoding="utf-8")
-
-
-def load_progress(directory: Path, ema: EMAModel) -> int:
-    """Restore the EMA weights saved by :func:`save_progress` and return the step count."""
-    progress = json.loads((directory / PROGRESS_FILE).read_text(encoding="utf-8"))
-    shadows = load_file(directory / EMA_FILE)
+def _load_ema(ema: EMAModel, shadows: dict[str, Tensor], optimization_step: int, state_dir: Path) -> None:
+    if len(shadows) != len(ema.shadow_params) or any(
+        shadows.get(str(i), p).shape != p.shape for i, p in enumerate(ema.shadow_params)
+    ):
+        raise ClspError(f"{state_dir}/ema.safetensors: holds another model's EMA; start over with --overwrite")
     for i, p in enumerate(ema.shadow_params):
         p.copy_(shadows[str(i)])
-    ema.optimization_step = progress["ema_optimization_step"]
-    return int(progress["step"])
+    ema.optimization_step = optimization_step
 
 
 def _generator(*key: int) -> torch.Generator:
@@ -155,20 +142,43 @@ def training_images(cfg: Config) -> np.ndarray:
     return images if size is None else resize_images(images, size)
 
 
-def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
+RESUME_SECTIONS = ("data", "diffusion", "run.seed")
+RESUME_SAFE = frozenset(
+    {
+        *(f"data.{k}" for k in ("root", "download", "skip_bad_images", "labeled_split", "test_split")),
+        *(f"diffusion.{k}" for k in ("epochs", "lr", "mixed_precision", "save_every_epochs", "num_samples")),
+        "diffusion.pretrained",
+    }
+)
+"""Settings a resumed DDPM run may change (see clsp.ssl.train.RESUME_SAFE)."""
+
+
+def train_diffusion(cfg: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train the DDPM of ``cfg.diffusion`` on ``cfg.data``'s training split.
 
-    Writes ``<run.output_dir>/unet/`` (EMA weights), ``diffusion/state/`` (Accelerate state, saved every
+    Writes ``<run.output_dir>/unet/`` (EMA weights), ``diffusion/state/`` (resume state, saved every
     ``save_every_epochs`` and on Ctrl-C), ``diffusion/samples.png`` and ``diffusion/config.yaml``.
-    ``resume`` continues from ``diffusion/state/`` with the same step count, EMA and optimizer state.
+    ``resume`` continues from ``diffusion/state/`` with the same step count, EMA and optimizer state (refused if
+    the settings changed beyond :data:`RESUME_SAFE`); without it an earlier run is only replaced with
+    ``overwrite``. A non-finite loss or weights stop the run and never reach the saved state.
     """
+    out = cfg.run.output_dir
+    stage_dir = out / "diffusion"
+    if resume and not (stage_dir / "state").is_dir():
+        raise ClspError(f"--resume: no saved state in {stage_dir / 'state'}; start without --resume")
+    refuse_overwrite(stage_dir, ("state",), resume, overwrite)
+    if resume:
+        check_resume_config(stage_dir, cfg, RESUME_SECTIONS, RESUME_SAFE)
+    accelerator = _accelerator(cfg.diffusion.mixed_precision)
+    with run_lock(stage_dir, accelerator.is_main_process):
+        return _train(cfg, accelerator, resume)
+
+
+def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
     d = cfg.diffusion
     started = time.perf_counter()
     out = cfg.run.output_dir
     state_dir = out / "diffusion" / "state"
-    if resume and not state_dir.is_dir():
-        raise ClspError(f"--resume: no saved state in {state_dir}; start without --resume")
-    accelerator = _accelerator(d.mixed_precision)
     main = accelerator.is_main_process
 
     images = torch.from_numpy(training_images(cfg))
@@ -194,10 +204,11 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
     ema.to(accelerator.device)
     step = 0
     if resume:
-        accelerator.load_state(str(state_dir))
-        step = load_progress(state_dir, ema)
-    elif state_dir.is_dir() and main:
-        warn(f"{state_dir} holds an earlier run's state; starting over (pass --resume to continue it)")
+        progress, tensors = load_training_state(accelerator, state_dir, unet, optimizer, extra=("ema",))
+        step = int(progress["step"])
+        _load_ema(ema, tensors["ema"], progress["ema_optimization_step"], state_dir)
+    elif main:
+        shutil.rmtree(state_dir, ignore_errors=True)
     if main:
         save_resolved_config(cfg, out / "diffusion")
 
@@ -206,18 +217,13 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
     ).float()
     alphas_cumprod = alphas_cumprod.to(accelerator.device)
 
-    def save_state() -> None:
-        tmp = _staging_dir(state_dir) if main else state_dir.with_name(f".{state_dir.name}.tmp")
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))  # every process writes its own RNG state; the main one the rest
-        accelerator.wait_for_everyone()
-        if main:
-            save_progress(tmp, step, ema)
-            _swap_in(tmp, state_dir)
-        accelerator.wait_for_everyone()
+    def save_state(pending: bool) -> None:
+        progress = {"step": step, "ema_optimization_step": ema.optimization_step}
+        shadows = {str(i): p for i, p in enumerate(ema.shadow_params)}
+        save_training_state(accelerator, state_dir, unet, optimizer, progress, {"ema": shadows}, pending)
 
     losses: list[float] = []
-    interrupted = False
+    interrupted = pending = False
     rank, epoch_order = accelerator.process_index, (-1, torch.empty(0))
     with stop_on_interrupt() as stop, progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
         task = bar.add_task("DDPM training", total=total_steps, completed=step, loss="-", visible=main)
@@ -238,6 +244,11 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = d.lr * (min(step, d.warmup_steps) / d.warmup_steps if d.warmup_steps else 1.0)
             loss = training_loss(unet, alphas_cumprod, x0, t, noise)
+            if not torch.isfinite(accelerator.reduce(loss.detach(), "sum")):
+                raise non_finite_loss(loss.item(), step, state_dir, "diffusion")
+            if pending:  # the saved weights gave a finite loss
+                commit_pending_state(accelerator, state_dir)
+                pending = False
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(unet.parameters(), d.grad_clip)
             optimizer.step()
@@ -248,8 +259,10 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
             losses.append(loss.item())
             bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
             interrupted = any_process(accelerator, stop[0])
-            if interrupted or step % save_every == 0 or step == total_steps:
-                save_state()
+            last = interrupted or step == total_steps
+            if last or step % save_every == 0:
+                pending = not last
+                save_state(pending)
             if interrupted:
                 break
 
@@ -268,11 +281,14 @@ def train_diffusion(cfg: Config, resume: bool = False) -> TrainResult:
     )
 
 
-def run_training(config: Path, overrides: list[str], resume: bool) -> TrainResult:
-    """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script)."""
-    result = train_diffusion(load_config(config, overrides), resume)
+def run_training(config: Path, overrides: list[str], resume: bool, overwrite: bool = False) -> TrainResult:
+    """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script); a run
+    stopped by Ctrl-C raises KeyboardInterrupt after its summary, so the command exits non-zero (130)."""
+    result = train_diffusion(load_config(config, overrides), resume, overwrite)
     if PartialState().is_main_process:
         print_summary("DDPM training", result.summary())
+    if result.interrupted:
+        raise KeyboardInterrupt
     return result
 
 
@@ -280,9 +296,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = script_parser(__doc__.splitlines()[0], "diffusion/state")
     args = parser.parse_args(argv)
     try:
-        run_training(args.config, args.overrides, args.resume)
+        run_training(args.config, args.overrides, args.resume, args.overwrite)
     except ClspError as e:
         parser.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "interrupted\n")
 
 
 if __name__ == "__main__":

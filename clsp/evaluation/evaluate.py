@@ -6,7 +6,7 @@ Everything is read from and written under ``<run.output_dir>``: the backbone fro
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +75,18 @@ def method_label(spec: dict[str, Any]) -> str:
     return f"CLSP-{name} (λ={weight:g})"
 
 
-def _labelled(cfg: Config, split: str) -> ImageSet:
+def eval_image_size(cfg: Config, spec: dict[str, Any]) -> int:
+    """The side the probe's and kNN's images are resized to: ``eval.image_size``, else the encoder's input size
+    (``image_size`` in ``backbone.json``), as the spec evaluates STL-10's 96-px images at 64 px (method.md 4.2)."""
+    return cfg.eval.image_size or int(spec["image_size"])
+
+
+def _labelled(cfg: Config, split: str, size: int) -> ImageSet:
+    """``split`` of ``cfg.data`` resized to uint8 ``[N, size, size, C]``; refused when it has no labels."""
     images = load_images(cfg.data, split)
     if images.labels is None:
         raise ClspError(f"data.{split!r} split of {cfg.data.source} has no labels; evaluation needs labelled splits")
-    return images
+    return replace(images, images=resize_images(images.images, size))
 
 
 def store_feature_hardness(
@@ -97,14 +104,14 @@ def store_feature_hardness(
     return feature_hardness(encoder, anchors, candidates, spec["mean"], spec["std"], cfg.ssl.augment, cfg.run.seed)
 
 
-def _positive_store(cfg: Config, n: int) -> PositiveStore | None:
+def _positive_store(cfg: Config) -> PositiveStore | None:
+    """The run's positive store with every shard re-hashed (a damaged one is refused before any work), or None."""
     from clsp.positives.generate import store_path
 
     root = store_path(cfg)
     if not (root / "manifest.json").is_file():
         return None
-    store = PositiveStore.open(root, check="size")
-    return store if store.n == n and store.is_complete else None
+    return PositiveStore.open(root, check="full")
 
 
 def evaluate_run(cfg: Config) -> EvalResult:
@@ -115,6 +122,7 @@ def evaluate_run(cfg: Config) -> EvalResult:
     ssl_dir = cfg.run.output_dir / "ssl"
     if not (ssl_dir / "backbone.safetensors").is_file():
         raise ClspError(f"{ssl_dir}: no backbone.safetensors; train first (clsp train CONFIG) or fix run.output_dir")
+    store = _positive_store(cfg)
     out = cfg.run.output_dir / "eval"
     save_resolved_config(cfg, out)
     torch.manual_seed(cfg.run.seed)
@@ -122,7 +130,8 @@ def evaluate_run(cfg: Config) -> EvalResult:
     for p in encoder.parameters():
         p.requires_grad_(False)  # method.md 4.2: the backbone is frozen
     mean, std = spec["mean"], spec["std"]
-    train, test = _labelled(cfg, cfg.data.labeled_split), _labelled(cfg, cfg.data.test_split)
+    size = eval_image_size(cfg, spec)
+    train, test = _labelled(cfg, cfg.data.labeled_split, size), _labelled(cfg, cfg.data.test_split, size)
     e = cfg.eval
     # Flip-only probe augmentation, as the spec's, unless the data is not mirror-symmetric (ssl.augment.hflip_p 0).
     flip = cfg.ssl.augment.hflip_p > 0
@@ -150,7 +159,8 @@ def evaluate_run(cfg: Config) -> EvalResult:
     train_images = (
         train if cfg.data.labeled_split == cfg.data.train_split else load_images(cfg.data, cfg.data.train_split)
     )
-    store = _positive_store(cfg, len(train_images))
+    if store is not None and (store.n != len(train_images) or not store.is_complete):
+        store = None  # positives of a subset (--limit) or unfinished: no alignment term
     aligned = quality = None
     if store is not None:
         from clsp.positives.inspect import show_positives, store_dataset, store_quality
@@ -164,7 +174,13 @@ def evaluate_run(cfg: Config) -> EvalResult:
         "run": str(cfg.run.output_dir),
         "method_label": method_label(spec),
         "ssl": {k: spec.get(k) for k in ("method", "clsp_weight", "positive", "epochs", "backbone")},
-        "dataset": {"train": train.name, "test": test.name, "num_train": len(train), "num_test": len(test)},
+        "dataset": {
+            "train": train.name,
+            "test": test.name,
+            "num_train": len(train),
+            "num_test": len(test),
+            "image_size": size,
+        },
         "linear": {
             "top1": probe.top1,
             "top5": probe.top5,
@@ -216,12 +232,41 @@ def _plots(cfg: Config, out: Path, test_features: Tensor, test_labels: np.ndarra
     return {k: str(v) for k, v in files.items()}
 
 
+COMPARED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "run": str,
+    "method_label": str,
+    "linear.top1": (int, float),
+    "linear.top5": (int, float),
+    "knn.fixed_top1": (int, float),
+    "knn.best_top1": (int, float),
+    "alignment": (dict, type(None)),
+}
+"""The ``metrics.json`` fields (dotted) that ``clsp compare`` reads, with their JSON types."""
+
+
+def _field(metrics: Any, dotted: str) -> Any:
+    """The value at ``dotted`` in nested dicts; a fresh ``object()`` (an instance of no JSON type) when absent."""
+    for part in dotted.split("."):
+        if not isinstance(metrics, dict) or part not in metrics:
+            return object()
+        metrics = metrics[part]
+    return metrics
+
+
 def read_run_metrics(run: Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a run folder (``<run>/eval/metrics.json``) or of a path to the file itself."""
+    """The ``metrics.json`` of a run folder (``<run>/eval/metrics.json``) or of a path to the file itself; refused
+    unless it holds the :data:`COMPARED_FIELDS`."""
     path = run if run.suffix == ".json" else run / "eval" / METRICS_FILE
     if not path.is_file():
         raise ClspError(f"{path}: not found; run `clsp eval CONFIG` for that run first")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ClspError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); re-run clsp eval") from None
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # bad JSON or not UTF-8
+        raise ClspError(f"{path}: not valid JSON ({e}); re-run clsp eval") from None
+    wrong = [name for name, kind in COMPARED_FIELDS.items() if not isinstance(_field(metrics, name), kind)]
+    if wrong:
+        raise ClspError(
+            f"{path}: not a metrics.json written by clsp eval (missing or wrong: {', '.join(wrong)}); "
+            "run `clsp eval CONFIG` for that run and compare its <output_dir>/eval/metrics.json"
+        )
+    return metrics

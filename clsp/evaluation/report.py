@@ -108,7 +108,8 @@ def write_report(metrics: Metrics, path: Path) -> Path:
         f"# Evaluation of `{metrics['run']}`: {metrics['method_label']}\n",
         f"Backbone {metrics['ssl']['backbone']}, {metrics['ssl']['epochs']} SSL epochs. "
         f"Probe and kNN bank: {metrics['dataset']['train']} ({metrics['dataset']['num_train']} images); "
-        f"test: {metrics['dataset']['test']} ({metrics['dataset']['num_test']} images).\n",
+        f"test: {metrics['dataset']['test']} ({metrics['dataset']['num_test']} images); "
+        f"both at {metrics['dataset']['image_size']} px.\n",
         markdown_table(headers, rows),
         f"- Linear probe: frozen backbone, {linear['epochs']} epochs of SGD (lr {linear['lr']:g}, ×0.1 at the "
         f"milestones), {'flip-only augmentation' if linear['flip_augmentation'] else 'no augmentation'}, "

@@ -197,6 +197,7 @@ def import_array(
         array,
         root,
         dataset_size=len(dataset),
+        channels=dataset.image_shape[2],
         dataset_fingerprint=dataset.fingerprint,
         provenance={"dataset": dataset.name},
         shard_size=cfg.positives.shard_size,

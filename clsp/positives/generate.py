@@ -30,6 +30,7 @@ from clsp.diffusion.unet import (
 from clsp.errors import ClspError
 from clsp.positives.store import PositiveStore
 from clsp.progress import progress_bar
+from clsp.run_folder import run_lock
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
     """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``)."""
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
+    settings = SamplerSettings.from_config(cfg)
+    settings.check()  # before anything is loaded or the store is created
     accelerator = stage_accelerator()
     p = cfg.positives
     dataset, anchors = anchor_images(cfg, limit)
@@ -138,7 +141,6 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
     from clsp.runtime.load import load_denoiser  # imports clsp.export, which imports this module
 
     denoiser = load_denoiser(cfg, denoiser, accelerator.device)  # positives.backend: the module or its export
-    settings = SamplerSettings.from_config(cfg)
     provenance = {
         "dataset": dataset.name,
         "unet_sha256": unet_content_hash(unet),
@@ -155,34 +157,35 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
         provenance=provenance,
         shard_size=p.shard_size,
     )
-    if accelerator.is_main_process:
-        store = PositiveStore.create(root, **header)
-        save_resolved_config(cfg, root)
-    accelerator.wait_for_everyone()
-    store = PositiveStore.create(root, **header) if not accelerator.is_main_process else store
-    todo = [s for s in store.missing_shards() if s % accelerator.num_processes == accelerator.process_index]
-    mine = sum(len(store.shard_rows(s)) for s in todo) * p.num_candidates
-    started = time.perf_counter()
-    with progress_bar(TextColumn("{task.fields[rate]} positives/s")) as progress:
-        task = progress.add_task(
-            f"positives (process {accelerator.process_index + 1}/{accelerator.num_processes})",
-            total=mine,
-            rate="-",
-            visible=accelerator.is_local_main_process,
-        )
+    with run_lock(root, accelerator.is_main_process):  # one generating job per store
+        if accelerator.is_main_process:
+            store = PositiveStore.create(root, **header)
+            save_resolved_config(cfg, root)
+        accelerator.wait_for_everyone()
+        store = PositiveStore.create(root, **header) if not accelerator.is_main_process else store
+        todo = [s for s in store.missing_shards() if s % accelerator.num_processes == accelerator.process_index]
+        mine = sum(len(store.shard_rows(s)) for s in todo) * p.num_candidates
+        started = time.perf_counter()
+        with progress_bar(TextColumn("{task.fields[rate]} positives/s")) as progress:
+            task = progress.add_task(
+                f"positives (process {accelerator.process_index + 1}/{accelerator.num_processes})",
+                total=mine,
+                rate="-",
+                visible=accelerator.is_local_main_process,
+            )
 
-        def advance(count: int) -> None:
-            done = progress.tasks[task].completed + count
-            progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):.2f}")
+            def advance(count: int) -> None:
+                done = progress.tasks[task].completed + count
+                progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):.2f}")
 
-        for shard in todo:
-            positives = generate_shard(
-                denoiser, anchors, store.shard_rows(shard), p.num_candidates, p.weight, p.seed, settings,
-                p.batch_size, accelerator.device, advance,
-            )  # fmt: skip
-            store.write_shard(shard, positives)
-    written = accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").item()
-    accelerator.wait_for_everyone()
+            for shard in todo:
+                positives = generate_shard(
+                    denoiser, anchors, store.shard_rows(shard), p.num_candidates, p.weight, p.seed, settings,
+                    p.batch_size, accelerator.device, advance,
+                )  # fmt: skip
+                store.write_shard(shard, positives)
+        written = accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").item()
+        accelerator.wait_for_everyone()
     final = PositiveStore.open(root, check="none")
     return GenerationResult(
         store=root,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from clsp.atomic import atomic_write, atomic_write_text
+from clsp.differences import describe_differences, field_differences
 from clsp.errors import ClspError
 
 FORMAT = "clsp-positives/1"
@@ -146,12 +147,12 @@ class PositiveStore:
             raise ValueError(f"every size must be positive, got {header}")
         if (root / MANIFEST).is_file():
             existing = cls.open(root, check="size")
-            for key in HEADER_FIELDS:
-                if existing._manifest[key] != header[key]:
-                    raise ClspError(
-                        f"{root}: the positives there were made with {key}={existing._manifest[key]!r}, this run "
-                        f"asks for {header[key]!r}; use another output folder or delete {root} to start over"
-                    )
+            changed = [d for key in HEADER_FIELDS for d in field_differences(existing._manifest[key], header[key], key)]
+            if changed:
+                raise ClspError(
+                    f"{root}: holds positives made with other settings ({describe_differences(changed)}); set them back to "
+                    f"reuse or finish that store, or use another ssl.positives or run.output_dir, or delete {root} to start over"
+                )
             return existing
         root.mkdir(parents=True, exist_ok=True)
         manifest = {"format": FORMAT, **header, "dtype": "uint8", "shards": {}}
@@ -305,12 +306,13 @@ class PositiveStore:
         root: str | Path,
         *,
         dataset_size: int,
+        channels: int,
         dataset_fingerprint: str,
         provenance: dict[str, Any],
         shard_size: int,
     ) -> "PositiveStore":
-        """Import the reference layout, one ``.npy`` of uint8 ``[N, k, H, W, 3]`` whose row i belongs to dataset
-        index i, into a sharded store. ``N`` must equal ``dataset_size``."""
+        """Import the reference layout, one ``.npy`` of uint8 ``[N, k, H, W, C]`` whose row i belongs to dataset
+        index i, into a sharded store. ``N`` must equal ``dataset_size`` and ``C`` the dataset's ``channels``."""
         array_path = Path(array_path)
         try:
             array = np.load(array_path, mmap_mode="r", allow_pickle=False)
@@ -322,6 +324,11 @@ class PositiveStore:
             raise ClspError(
                 f"{array_path}: holds positives for {array.shape[0]} images but the dataset has {dataset_size}; "
                 "import it with the config of the dataset it was made for"
+            )
+        if array.shape[-1] != channels:
+            raise ClspError(
+                f"{array_path}: positives have {array.shape[-1]} channels but the dataset's images have {channels}; "
+                "import positives made for this dataset (or convert them to its channels first)"
             )
         return cls.from_array(
             array,

@@ -21,17 +21,31 @@ from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from torch.utils.data import DataLoader
 
 from clsp.accelerator import stage_accelerator
+from clsp.atomic import atomic_write_text
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
 from clsp.interrupt import any_process, stop_on_interrupt
 from clsp.progress import print_summary, progress_bar, warn
-from clsp.ssl.backbones import save_backbone
+from clsp.run_folder import check_resume_config, refuse_overwrite, run_lock
+from clsp.ssl.backbones import CONFIG_FILE, WEIGHTS_FILE, save_backbone
 from clsp.ssl.distributed import convert_to_global_batchnorm
 from clsp.ssl.methods import build_method
 from clsp.ssl.schedule import learning_rate, moco_momentum
 from clsp.ssl.views import GlobalBatchSampler, MultiViewDataset, open_positives
+from clsp.training_state import commit_pending_state, load_training_state, non_finite_loss, save_training_state
+
+RESUME_SECTIONS = ("data", "ssl", "run.seed", "eval.online_probe")
+RESUME_SAFE = frozenset(
+    {
+        *(f"data.{k}" for k in ("root", "download", "skip_bad_images", "labeled_split", "test_split")),
+        *(f"ssl.{k}" for k in ("epochs", "lr", "min_lr", "probe_lr", "mixed_precision", "sync_bn", "positives")),
+        *(f"ssl.{k}" for k in ("num_workers", "save_every_epochs", "tensorboard")),
+    }
+)
+"""Settings a resumed run may change: schedule length and learning rates (e.g. after a non-finite stop),
+precision, and where things are; everything else under RESUME_SECTIONS must equal the saved config's."""
 
 EPOCH_SUMS = ("loss", "ssl", "clsp", "probe", "probe_correct", "probe_count", "steps")
 
@@ -51,6 +65,8 @@ class SSLResult:
     backbone: Path | None
     metrics: Path
     state_dir: Path
+    interrupted: bool = False
+    """Stopped by Ctrl-C (the state is saved; ``--resume`` continues)."""
 
     def summary(self) -> dict[str, object]:
         e = self.last_epoch
@@ -69,7 +85,7 @@ class SSLResult:
 
 
 class TrainProgress:
-    """The optimizer step and the running sums of the current epoch, saved with the Accelerate state."""
+    """The optimizer step and the running sums of the current epoch, saved as the state's ``progress.json``."""
 
     def __init__(self) -> None:
         self.step = 0
@@ -146,38 +162,32 @@ def _dataset(cfg: Config, num_processes: int) -> tuple[MultiViewDataset, int | N
     return dataset, num_classes, spec
 
 
-def _save_state(accelerator: Accelerator, state_dir: Path) -> None:
-    """Save into a fresh folder beside ``state_dir`` and swap it in, so a crash mid-save keeps the last state."""
-    tmp, old = state_dir.with_name(state_dir.name + ".tmp"), state_dir.with_name(state_dir.name + ".old")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(old, ignore_errors=True)
-        if state_dir.exists():
-            state_dir.rename(old)
-        tmp.rename(state_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -> SSLResult:
+def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None, overwrite: bool = False) -> SSLResult:
     """Train ``cfg.ssl.method`` with the CLSP term (λ = ``ssl.clsp_weight``) on ``cfg.data``'s training split.
 
-    ``resume`` continues from ``<output_dir>/ssl/state``; ``max_steps`` stops (and saves the state) once that many
-    optimizer steps are done in all, as if the run were interrupted there; Ctrl-C does the same after the current
-    step. The backbone is exported when the last epoch finishes. A non-finite loss stops the run with a :class:`ClspError`; the saved state stays the last good
-    one.
+    ``resume`` continues from ``<output_dir>/ssl/state`` (refused if the settings changed beyond
+    :data:`RESUME_SAFE`); without it an earlier run's outputs are only replaced with ``overwrite``. ``max_steps``
+    stops (and saves the state) once that many optimizer steps are done in all, as if the run were interrupted
+    there; Ctrl-C does the same after the current step. The backbone is exported when the last epoch finishes. A
+    non-finite loss or weights stop the run with a :class:`ClspError` and never reach the saved state, which stays
+    the last good one. One process at a time may write to a run folder.
     """
+    out = cfg.run.output_dir / "ssl"
+    if resume and not (out / "state").is_dir():
+        raise ClspError(f"--resume: no saved state in {out / 'state'}; start without --resume")
+    refuse_overwrite(out, ("state", WEIGHTS_FILE, "metrics.jsonl"), resume, overwrite)
+    if resume:
+        check_resume_config(out, cfg, RESUME_SECTIONS, RESUME_SAFE)
+    accelerator = _accelerator(cfg)
+    with run_lock(out, accelerator.is_main_process):
+        return _train(cfg, accelerator, resume, max_steps)
+
+
+def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int | None) -> SSLResult:
     s = cfg.ssl
     started = time.perf_counter()
     out = cfg.run.output_dir / "ssl"
     state_dir, metrics_path = out / "state", out / "metrics.jsonl"
-    if resume and not state_dir.is_dir():
-        raise ClspError(f"--resume: no saved state in {state_dir}; start without --resume")
-    accelerator = _accelerator(cfg)
     main, num_processes = accelerator.is_main_process, accelerator.num_processes
     dataset, num_classes, spec = _dataset(cfg, num_processes)
     steps_per_epoch = len(dataset) // s.batch_size
@@ -201,15 +211,20 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
         # torch 2.14 renames broadcast_buffers, which Accelerate's DDP kwargs still use; the behaviour is the same.
         warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
         model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(progress)
     if resume:
-        accelerator.load_state(str(state_dir))
-    elif state_dir.is_dir() and main:
-        warn(f"{state_dir} holds an earlier run's state; starting over (pass --resume to continue it)")
+        progress.load_state_dict(load_training_state(accelerator, state_dir, model, optimizer)[0])
+        if progress.step > total_steps:
+            raise ClspError(
+                f"--resume: {state_dir} is at step {progress.step}, past the {total_steps} steps of ssl.epochs="
+                f"{s.epochs}; raise ssl.epochs"
+            )
     if main:
         save_resolved_config(cfg, out)
-        if not resume:
-            metrics_path.unlink(missing_ok=True)
+        if resume:
+            _keep_epochs_until(metrics_path, progress.step)
+        else:
+            for name in ("state", WEIGHTS_FILE, CONFIG_FILE, "metrics.jsonl"):
+                shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
     if s.tensorboard:
         accelerator.init_trackers("tensorboard")
 
@@ -228,7 +243,7 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
     losses: list[float] = []
     last_epoch: dict[str, float] = {}
     epoch_started, run_started, run_steps, epoch_steps = time.perf_counter(), time.perf_counter(), 0, 0
-    interrupted = False
+    interrupted = pending = False
     with stop_on_interrupt() as stop, progress_bar() as bar:
         task = bar.add_task(f"{s.method} (λ={s.clsp_weight})", total=total_steps, completed=progress.step, visible=main)
         for batch in loader:
@@ -246,10 +261,10 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
             local = torch.stack([terms.get(k, zero).detach().float() for k in EPOCH_SUMS[:-1]] + [zero + 1])
             totals = accelerator.reduce(local, "sum") if num_processes > 1 else local
             if not torch.isfinite(totals).all():
-                raise ClspError(
-                    f"the loss became {totals[0].item()} at step {progress.step} (epoch {epoch}); {state_dir} keeps "
-                    "the last good state: lower ssl.lr, or use ssl.mixed_precision=no, then rerun with --resume"
-                )
+                raise non_finite_loss(totals[0].item(), progress.step, state_dir, "ssl")
+            if pending:  # the saved weights gave a finite loss
+                commit_pending_state(accelerator, state_dir)
+                pending = False
             accelerator.backward(terms["loss"] + terms.get("probe", zero))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -274,8 +289,10 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
                 if s.tensorboard:
                     accelerator.log(last_epoch, step=progress.step)
             interrupted = any_process(accelerator, stop[0])
-            if interrupted or progress.step == stop_at or (epoch_done and (epoch + 1) % s.save_every_epochs == 0):
-                _save_state(accelerator, state_dir)
+            last = interrupted or progress.step == stop_at
+            if last or (epoch_done and (epoch + 1) % s.save_every_epochs == 0):
+                pending = not last
+                save_training_state(accelerator, state_dir, model, optimizer, progress.state_dict(), pending=pending)
             if interrupted:
                 break
 
@@ -306,7 +323,19 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None) -
         backbone,
         metrics_path,
         state_dir,
+        interrupted,
     )
+
+
+def _keep_epochs_until(metrics_path: Path, step: int) -> None:
+    """Drop the ``metrics.jsonl`` lines of epochs that ended after ``step`` (the resumed state's): a run killed
+    between an epoch's line and the next saved state redoes those epochs, and each must appear once."""
+    if not metrics_path.is_file():
+        return
+    lines = metrics_path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(metrics_path, "".join(f"{line}\n" for line in kept))
 
 
 def _epoch_metrics(progress: TrainProgress, epoch: int, lr: float, momentum: float, method: str) -> dict[str, float]:
@@ -329,9 +358,14 @@ def _epoch_metrics(progress: TrainProgress, epoch: int, lr: float, momentum: flo
     return line
 
 
-def run_training(config: Path, overrides: list[str], resume: bool, max_steps: int | None = None) -> SSLResult:
-    """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script)."""
-    result = train_ssl(load_config(config, overrides), resume, max_steps)
+def run_training(
+    config: Path, overrides: list[str], resume: bool, max_steps: int | None = None, overwrite: bool = False
+) -> SSLResult:
+    """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script); a run
+    stopped by Ctrl-C raises KeyboardInterrupt after its summary, so the command exits non-zero (130)."""
+    result = train_ssl(load_config(config, overrides), resume, max_steps, overwrite)
     if PartialState().is_main_process:
         print_summary("self-supervised training", result.summary())
+    if result.interrupted:
+        raise KeyboardInterrupt
     return result

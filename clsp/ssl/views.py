@@ -109,15 +109,15 @@ class GlobalBatchSampler:
 
 
 def open_positives(path: Path, n: int, channels: int, dataset_fingerprint: str, what: str) -> PositiveStore:
-    """Open the store at ``path`` (sizes checked, not re-hashed) and refuse it unless it is complete and was made
-    for ``what`` (N images with this fingerprint and channel count; its height and width may differ, as for
+    """Open the store at ``path`` (every shard re-hashed against the manifest's SHA-256) and refuse it unless it is
+    complete and was made for ``what`` (N images with this fingerprint and channel count; its height and width may differ, as for
     STL-10's 64-px positives of 96-px images, since the crop resizes both)."""
     if not (Path(path) / MANIFEST).is_file():
         raise ClspError(
             f"ssl.positives: no positive store at {path}; run `clsp positives generate` first, pass --positives, "
             "or train a baseline with --set ssl.clsp_weight=0"
         )
-    store = PositiveStore.open(path, check="size")
+    store = PositiveStore.open(path, check="full")
     store.check_matches(n, dataset_fingerprint, what)
     if store.image_shape[2] != channels:
         raise ClspError(

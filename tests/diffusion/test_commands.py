@@ -1,9 +1,13 @@
+import statistics
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clsp.config import load_config
 from clsp.diffusion.commands import diffusion_app
+from clsp.diffusion.train import train_diffusion
 from clsp.errors import ClspError
 
 runner = CliRunner()
@@ -25,6 +29,29 @@ def test_train_writes_the_run_layout(trained_run):
     out, _ = trained_run
     for path in ("unet/config.json", "diffusion/state", "diffusion/samples.png", "diffusion/config.yaml"):
         assert (out / path).exists(), path
+
+
+def test_train_resume_with_more_epochs_continues_the_run(tmp_path):
+    small = ["diffusion.num_samples=0", "data.test_fraction=0.9", "diffusion.batch_size=64"]
+    sets = [*TINY, *(a for o in small for a in ("--set", o))]
+
+    def train(out, *args):
+        result = runner.invoke(diffusion_app, ["train", DIGITS, *sets, "--set", f"run.output_dir={out}", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "2 / 2" in train(tmp_path / "cut")  # 180 training images at batch 64: 2 steps per epoch
+    resumed = train(tmp_path / "cut", "--set", "diffusion.epochs=2", "--resume")
+    whole_config = load_config(DIGITS, [*sets[1::2], f"run.output_dir={tmp_path / 'whole'}", "diffusion.epochs=2"])
+    whole = train_diffusion(whole_config)
+    resumed_mean, restarted_mean = (f"{statistics.fmean(whole.losses[i:]):.4f}" for i in (2, 0))
+    assert "4 / 4" in resumed and resumed_mean in resumed and restarted_mean not in resumed  # ran steps 3-4 only
+    weights = [
+        load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+        for out in (tmp_path / "cut", whole.unet_dir.parent)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[1]) < 1e-6
 
 
 def test_preview_grid(trained_run):

@@ -174,6 +174,12 @@ def test_steps_must_divide_timesteps():
         make_scheduler(_settings(num_steps=300))
 
 
+@pytest.mark.parametrize("solver", ["ddim", "dpm-solver++"])
+def test_more_steps_than_timesteps_are_refused(solver: str):
+    with pytest.raises(ClspError, match="positives.num_steps=2000 exceeds diffusion.num_train_timesteps=1000"):
+        _settings(num_steps=2000, solver=solver).check()
+
+
 def test_image_conversions():
     images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
     x = images_to_model(images)

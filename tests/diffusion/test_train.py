@@ -75,6 +75,24 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 
+def test_a_run_is_kept_and_resume_refuses_another_unet_in_one_line(tmp_path):
+    train.train_diffusion(_config(tmp_path, batch_size=256))
+    with pytest.raises(ClspError, match="--overwrite to replace it"):
+        train.train_diffusion(_config(tmp_path, batch_size=256))
+    with pytest.raises(ClspError, match=r'diffusion\.unet: "tiny" -> "small"\); set them back') as e:
+        train.train_diffusion(_config(tmp_path, batch_size=256, unet="small"), resume=True)
+    assert "\n" not in str(e.value)
+    more = train.train_diffusion(_config(tmp_path, batch_size=256, epochs=2), resume=True)  # more epochs: allowed
+    assert more.step == 10 and len(more.losses) == 5
+
+
+def test_non_finite_loss_stops_and_keeps_no_broken_state(tmp_path):
+    with pytest.raises(
+        ClspError, match=r"loss became (nan|inf) at step \d+; \S+ was not saved yet: lower diffusion\.lr"
+    ):
+        train.train_diffusion(_config(tmp_path, batch_size=256, lr=1e30, warmup_steps=0, grad_clip=1e30))
+
+
 def test_resume_without_state(tmp_path):
     with pytest.raises(ClspError, match="no saved state"):
         train.train_diffusion(_config(tmp_path), resume=True)

@@ -1,16 +1,18 @@
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clsp.evaluation.features import extract_features
 from clsp.evaluation.linear import topk_accuracy, train_linear_probe
 
 
-def clusters(seed: int, n: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def clusters(seed: int, n: int, scale: float, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(4, 16, generator=torch.Generator().manual_seed(99)) * scale
+    centres = torch.randn(4, dim, generator=torch.Generator().manual_seed(99)) * scale
     labels = torch.randint(0, 4, (n,), generator=gen)
-    return centres[labels] + torch.randn(n, 16, generator=gen), labels
+    return centres[labels] + torch.randn(n, dim, generator=gen), labels
 
 
 def probe(train, train_labels, test, test_labels, flipped=None):
@@ -29,6 +31,76 @@ def test_separable_clusters_reach_100_and_random_labels_stay_at_chance() -> None
     noise_labels = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(3))
     chance = probe(train, train_labels, test, noise_labels)
     assert 10 < chance.top1 < 40  # chance is 25%
+
+
+def gradient_descent(train, train_labels, test, test_labels, epochs, lr, milestones, seed=0):
+    """method.md 4.2 by hand with one batch per epoch: a default-initialised Linear, plain gradient steps (no
+    momentum, no decay) at lr x 0.1 per milestone passed. Returns the loss before each epoch's step and the test
+    top-1 after it."""
+    torch.manual_seed(seed)
+    head = nn.Linear(train.shape[1], int(max(train_labels.max(), test_labels.max())) + 1)
+    losses, top1 = [], []
+    for epoch in range(epochs):
+        loss = F.cross_entropy(head(train), train_labels)
+        head.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in head.parameters():
+                p -= lr * 0.1 ** sum(epoch >= m for m in milestones) * p.grad
+            top1.append(topk_accuracy(head(test), test_labels, 1))
+        losses.append(loss.item())
+    return losses, top1
+
+
+def full_batch_probe(train, train_labels, test, test_labels, epochs, lr, milestones):
+    return train_linear_probe(
+        train, train_labels, test, test_labels, train_features_flipped=None, epochs=epochs, lr=lr,
+        milestones=milestones, batch_size=len(train), show_progress=False,
+    )  # fmt: skip
+
+
+def test_lr_drops_tenfold_at_each_milestone_epoch() -> None:
+    train, train_labels = clusters(0, 200, scale=1.0)
+    test, test_labels = clusters(1, 200, scale=1.0)
+    result = full_batch_probe(train, train_labels, test, test_labels, epochs=12, lr=0.5, milestones=(4, 8))
+    expected, _ = gradient_descent(train, train_labels, test, test_labels, 12, 0.5, (4, 8))
+    torch.testing.assert_close(torch.tensor(result.train_loss), torch.tensor(expected), rtol=1e-5, atol=0)
+    for other in ((), (3, 8), (5, 8), (4, 9)):  # the data tells these schedules apart
+        losses, _ = gradient_descent(train, train_labels, test, test_labels, 12, 0.5, other)
+        assert max(abs(a - b) for a, b in zip(losses, expected, strict=True)) > 1e-4, other
+
+
+def test_the_reported_accuracy_is_the_final_epochs_not_the_best() -> None:
+    train, labels = clusters(2, 40, scale=0.5, dim=32)
+    labels[:13] = (labels[:13] + 1) % 4  # a third of the labels wrong: test accuracy peaks early, then falls
+    test, test_labels = clusters(3, 400, scale=0.5, dim=32)
+    result = full_batch_probe(train, labels, test, test_labels, epochs=20, lr=1.0, milestones=(14,))
+    _, top1 = gradient_descent(train, labels, test, test_labels, 20, 1.0, (14,))
+    assert max(top1) > top1[-1] + 5  # best epoch and final epoch differ here
+    assert result.top1 == pytest.approx(top1[-1], abs=0.5)
+
+
+def test_each_sample_is_flipped_with_probability_one_half_per_epoch() -> None:
+    """The class shows in dims 0-7 of the plain features and in dims 8-15 of the mirrored ones, so only a probe
+    that sees both kinds within one epoch classifies a test set of both kinds."""
+
+    def plain_and_mirrored(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        signal, labels = clusters(seed, n, scale=3.0, dim=8)
+        noise = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed + 100))
+        return torch.cat([signal, noise], 1), torch.cat([noise, signal], 1), labels
+
+    plain, mirrored, labels = plain_and_mirrored(0, 400)
+    test_plain, test_mirrored, test_labels = plain_and_mirrored(1, 200)
+    test, test_labels = torch.cat([test_plain, test_mirrored]), torch.cat([test_labels, test_labels])
+
+    def probe_one_epoch(features: torch.Tensor, flipped: torch.Tensor | None) -> float:
+        return train_linear_probe(
+            features, labels, test, test_labels, train_features_flipped=flipped, epochs=1, lr=0.5, milestones=(),
+            batch_size=16, show_progress=False,
+        ).top1  # fmt: skip
+
+    assert probe_one_epoch(plain, mirrored) > 95
+    assert probe_one_epoch(plain, None) < 70 and probe_one_epoch(mirrored, None) < 70  # never or always flipped
 
 
 def test_topk_accuracy_by_hand() -> None:

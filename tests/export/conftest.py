@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner, Result
 
 from clsp.config import Config, load_config
 from clsp.diffusion.unet import build_unet
@@ -43,6 +44,16 @@ def run_config(root: Path, *overrides: str) -> Config:
     return load_config(REPO_ROOT / "configs" / "digits.yaml", [f"run.output_dir={root}", *FAST, *overrides])
 
 
+def run_command(command: str, root: Path, *args: object) -> Result:
+    """``clsp COMMAND CONFIG ARGS`` through the CLI's Typer app, with the digits config and ``root``'s
+    :func:`run_config` settings as ``--set`` options: ``run_command("positives generate", root, "--limit", 8)``."""
+    from clsp.cli import app
+
+    sets = [a for o in (f"run.output_dir={root}", *FAST) for a in ("--set", o)]
+    argv = [*command.split(), str(REPO_ROOT / "configs" / "digits.yaml"), *sets, *(str(a) for a in args)]
+    return CliRunner().invoke(app, argv, env={"COLUMNS": "240"})
+
+
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run exported to ONNX and TorchScript (read-only: copy it with ``run_copy`` to change it)."""
@@ -62,6 +73,12 @@ def run_copy(exported_run: Path, tmp_path: Path) -> Path:
 def config_of():
     """``config_of(root, *overrides)``: :func:`run_config`."""
     return run_config
+
+
+@pytest.fixture
+def command():
+    """``command(name, root, *args)``: :func:`run_command`."""
+    return run_command
 
 
 @pytest.fixture

@@ -1,14 +1,21 @@
 """``clsp export`` and ``clsp features`` as typer commands (clsp/export/commands.py)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
-import pytest
+import torch
 import typer
+from PIL import Image
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clsp.data import ImageSet, load_images
 from clsp.errors import ClspError
+from clsp.export.artifacts import METADATA_FILE, artifact_dir
 from clsp.export.commands import export_command, features_command
+from clsp.runtime.features import encode_images
+from clsp.ssl.train import train_ssl
 
 app = typer.Typer()
 app.command("export")(export_command)
@@ -55,9 +62,102 @@ def test_user_errors_are_clsp_errors(run_copy: Path, tmp_path: Path, repo_root: 
     assert isinstance(result.exception, ClspError) and "not both" in str(result.exception)
 
 
-@pytest.mark.parametrize("flag", ["--trt"])
-def test_export_trt_here_is_a_clear_error(run_copy: Path, repo_root: Path, flag: str) -> None:
-    result = invoke("export", repo_root / "configs" / "digits.yaml", flag, "--set", f"run.output_dir={run_copy}")
-    if not isinstance(result.exception, ClspError):
-        pytest.skip("this machine can build TensorRT engines")
-    assert "TensorRT is not usable here" in str(result.exception)
+def tensorrt_problem() -> str | None:
+    """Why this machine cannot build TensorRT engines (the error ``--trt`` must print), or None when it can."""
+    from clsp.runtime.trt import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except ClspError as e:
+        return str(e)
+    return None
+
+
+def test_export_trt_builds_engines_or_says_clearly_why_not(run_copy: Path, command) -> None:
+    problem = tensorrt_problem()
+    result = command("export", run_copy, "--trt")
+    if problem is None:  # a CUDA machine with TensorRT: the engines are built and checked
+        assert result.exit_code == 0, result.output
+        assert "denoiser trt" in result.output and "encoder trt" in result.output
+    else:  # anything but this one-line refusal (a crash, a traceback from deep inside) fails
+        assert isinstance(result.exception, ClspError), result.output
+        assert str(result.exception) == problem and "TensorRT is not usable here" in problem
+        assert not (run_copy / "export" / "trt").exists()
+
+
+def test_export_onnx_only_and_without_the_parity_check(fresh_run: Path, command) -> None:
+    result = command("export", fresh_run, "--onnx", "--no-check")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("not checked") == 2 and "denoiser onnx" in result.output
+    assert sorted(p.name for p in (fresh_run / "export").iterdir()) == ["config.yaml", "onnx"]  # not export.formats
+    for kind in ("denoiser", "encoder"):
+        metadata = json.loads((artifact_dir(fresh_run, "onnx", kind) / METADATA_FILE).read_text())
+        assert metadata["parity"] is None  # export.check is true: --no-check overrode it
+    again = command("export", fresh_run, "--onnx")
+    assert again.exit_code == 0, again.output
+    assert again.output.count("up to date") == 2
+
+
+def test_features_of_an_image_folder_saved_as_safetensors(
+    exported_run: Path, tmp_path: Path, command, config_of
+) -> None:
+    digits = load_images(config_of(exported_run).data, "test")
+    folder = tmp_path / "images"
+    for i in range(6):  # grey PNGs in one folder per class: read as RGB, given to the 1-channel encoder as grey
+        (folder / f"class{digits.labels[i]}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digits.images[i, :, :, 0]).save(folder / f"class{digits.labels[i]}" / f"{i}.png")
+    out = tmp_path / "features.safetensors"
+    result = command("features", exported_run, "--backend", "ort", "--input", folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "folder:images: 6 x (16, 16, 1)" in result.output
+    saved = load_file(out)
+    order = sorted(range(6), key=lambda i: (f"class{digits.labels[i]}", f"{i}.png"))  # files are read sorted
+    classes = sorted({f"class{label}" for label in digits.labels[:6]})
+    assert saved["labels"].tolist() == [classes.index(f"class{digits.labels[i]}") for i in order]
+    expected = encode_images(config_of(exported_run), "torch", ImageSet("digits", digits.images[order]))
+    torch.testing.assert_close(saved["features"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_retraining_the_encoder_makes_its_export_stale(run_copy: Path, tmp_path: Path, command, config_of) -> None:
+    ssl = ["ssl.epochs=1", "ssl.clsp_weight=0", "ssl.num_workers=0", "ssl.projector_hidden_dim=64"]
+    train_ssl(config_of(run_copy, *ssl), overwrite=True)  # `clsp train --overwrite`: a new backbone.safetensors
+    out = tmp_path / "features.npy"
+    result = command("features", run_copy, "--backend", "ort", "--split", "test", "--out", out)
+    assert isinstance(result.exception, ClspError), result.output
+    assert "export is stale" in str(result.exception) and "source_sha256" in str(result.exception)
+    assert "run `clsp export CONFIG --onnx`" in str(result.exception) and not out.exists()
+    rebuilt = command("export", run_copy, "--onnx")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    lines = {line.split(" onnx")[0].strip("│ "): line for line in rebuilt.output.splitlines() if " onnx " in line}
+    assert "up to date" in lines["denoiser"] and "built in" in lines["encoder"]
+    result = command("features", run_copy, "--backend", "ort", "--split", "test", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (450, 256)
+
+
+def test_features_refuses_bad_options_before_any_work(tmp_path: Path, command) -> None:
+    """The run has no encoder, so a check made after loading it (or after encoding) would report that instead."""
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "folder.npy").mkdir()
+    npy = tmp_path / "f.npy"
+    cases = [
+        (("--split", "trian", "--out", npy), "split 'trian' is not a split of digits; use one of: train, test"),
+        (("--out", tmp_path / "f.csv"), "use a .npy or .safetensors file name"),
+        (("--out", tmp_path / "folder.npy"), "is a folder; give a file name"),
+        (("--out", tmp_path / "file" / "f.npy"), f"'{tmp_path / 'file'}' is a file, not a folder"),
+        (("--device", "tpu", "--out", npy), "--device 'tpu': use cpu, cuda or cuda:N"),
+        (("--device", "cuda:99", "--out", npy), "--device cuda:99: "),
+    ]
+    for args, needle in cases:
+        result = command("features", tmp_path / "run", *args)
+        assert isinstance(result.exception, ClspError), result.output
+        assert needle in str(result.exception), str(result.exception)
+    assert not npy.exists()
+
+
+def test_features_input_errors_name_the_input_option(fresh_run: Path, tmp_path: Path, command) -> None:
+    (tmp_path / "file.png").write_text("not a folder")
+    result = command("features", fresh_run, "--input", tmp_path / "file.png", "--out", tmp_path / "f.npy")
+    assert isinstance(result.exception, ClspError), result.output
+    expected = f"--input '{tmp_path / 'file.png'}' is not a folder; point --input at a folder of images"
+    assert str(result.exception) == expected

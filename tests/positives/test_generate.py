@@ -1,11 +1,9 @@
 """Generation end to end with a real (tiny, untrained) diffusers UNet: determinism, resume, processes."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +50,34 @@ def shards(store: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(store.glob("shard_*.npy"))}
 
 
-def clsp_cli(*args: str, launcher: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
+KILLED_IN_THIRD_SHARD = """
+import os, signal, sys
+import numpy as np
+from clsp.cli import main
+from clsp.positives.store import PositiveStore
+
+write_shard = PositiveStore.write_shard
+
+def half_written_then_killed(file, array, allow_pickle):
+    file.write_bytes(array.tobytes()[: array.nbytes // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def third_shard_dies(store, index, positives):
+    if len(store.finished_shards()) == 2:
+        np.save = half_written_then_killed
+    write_shard(store, index, positives)
+
+PositiveStore.write_shard = third_shard_dies
+sys.argv[0] = "clsp"
+main()
+"""
+"""``clsp`` run by ``python -c``: SIGKILLed halfway through writing the third shard's file (a kill -9 that lands
+mid-run at a point fixed in advance, not by timing)."""
+
+
+def clsp_cli(*args: str, launcher: tuple[str, ...] = (sys.executable, "-m", "clsp.cli")) -> subprocess.Popen:
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [*launcher, "-m", "clsp.cli", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    return subprocess.Popen([*launcher, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -> None:
@@ -80,10 +101,10 @@ def test_a_store_for_other_data_or_settings_is_refused(tmp_path: Path, unet_dir:
     run = new_run(tmp_path, unet_dir, "run")
     cfg = load_config(REPO_ROOT / "configs/digits.yaml", settings(run))
     generate_positives(cfg, limit=4)
-    with pytest.raises(ClspError, match="n=4"):
+    with pytest.raises(ClspError, match=r"other settings \(n: 4 -> 8; dataset_fingerprint: .*; provenance.dataset: "):
         generate_positives(cfg, limit=8)
     other = load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.weight": 0.5}))
-    with pytest.raises(ClspError, match="provenance"):
+    with pytest.raises(ClspError, match=r"other settings \(provenance.sampler.weight: 0.1 -> 0.5\); set them back"):
         generate_positives(other, limit=4)
     with pytest.raises(ClspError, match="backend"):
         generate_positives(
@@ -91,26 +112,29 @@ def test_a_store_for_other_data_or_settings_is_refused(tmp_path: Path, unet_dir:
         )
 
 
+def test_bad_sampler_settings_are_refused_before_the_store_is_created(tmp_path: Path, unet_dir: Path) -> None:
+    run = new_run(tmp_path, unet_dir, "run")
+    bad = load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.num_steps": 7}))
+    with pytest.raises(ClspError, match="positives.num_steps=7 must divide diffusion.num_train_timesteps=1000"):
+        generate_positives(bad, limit=4)
+    assert not (run / "positives").exists()  # no store left to refuse the corrected rerun
+    fixed = load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.num_steps": 10}))
+    assert generate_positives(fixed, limit=4).complete
+
+
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path, unet_dir: Path) -> None:
     whole, killed = new_run(tmp_path, unet_dir, "whole"), new_run(tmp_path, unet_dir, "killed")
-    common = ("positives", "generate", "configs/digits.yaml", "--limit", str(LIMIT))
-    slow = {"positives.num_steps": 100}
-    proc = clsp_cli(*common, *[a for s in settings(killed, **slow) for a in ("--set", s)])
-    manifest = killed / "positives" / "manifest.json"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if manifest.is_file() and json.loads(manifest.read_text())["shards"]:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    store = PositiveStore.open(killed / "positives")  # consistent: every listed shard verifies
-    assert 0 < len(store.finished_shards()) < store.num_shards, "the kill came too late to test resuming"
-    proc = clsp_cli(*common, *[a for s in settings(killed, **slow) for a in ("--set", s)])
+    args = ("positives", "generate", "configs/digits.yaml", "--limit", str(LIMIT))
+    args += tuple(a for s in settings(killed) for a in ("--set", s))
+    proc = clsp_cli(*args, launcher=(sys.executable, "-c", KILLED_IN_THIRD_SHARD))
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()
-    generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(whole, **slow)), limit=LIMIT)
-    assert PositiveStore.open(killed / "positives").is_complete
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    store = PositiveStore.open(killed / "positives")  # consistent: every listed shard verifies
+    assert store.finished_shards() == [0, 1] and store.num_shards == LIMIT // 4
+    assert list((killed / "positives").glob(".shard_00002.npy.*"))  # the half-written file a kill leaves
+    resumed = generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(killed)), limit=LIMIT)
+    assert resumed.complete and resumed.generated == (LIMIT - 8) * 2  # the 4 shards left, 2 candidates each
+    generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(whole)), limit=LIMIT)
     assert shards(killed / "positives") == shards(whole / "positives")
 
 
@@ -118,7 +142,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path,
 def test_two_processes_make_the_same_store_as_one(tmp_path: Path, unet_dir: Path) -> None:
     one, two = new_run(tmp_path, unet_dir, "one"), new_run(tmp_path, unet_dir, "two")
     common = ("positives", "generate", "configs/digits.yaml", "--limit", str(LIMIT))
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "clsp.cli")
     generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(one)), limit=LIMIT)
     proc = clsp_cli(*common, *[a for s in settings(two) for a in ("--set", s)], launcher=torchrun)
     out, err = proc.communicate(timeout=300)

@@ -65,10 +65,16 @@ def test_resume_keeps_finished_shards_and_refuses_other_settings(tmp_path: Path,
     fill(make(tmp_path), data, shards=[0, 2])
     resumed = make(tmp_path)
     assert resumed.missing_shards() == [1]
-    with pytest.raises(ClspError, match=r"provenance=\{'seed': 0\}.*delete"):
-        make(tmp_path, provenance={"seed": 1})
-    with pytest.raises(ClspError, match="num_candidates=3"):
-        make(tmp_path, num_candidates=4)
+    with pytest.raises(ClspError) as caught:
+        make(tmp_path, provenance={"seed": 1, "sampler": {"num_steps": 20}}, num_candidates=4)
+    assert str(caught.value) == (
+        f"{tmp_path}: holds positives made with other settings (num_candidates: 3 -> 4; provenance.sampler: null -> "
+        '{"num_steps": 20}; provenance.seed: 0 -> 1); set them back to reuse or finish that store, or use another '
+        f"ssl.positives or run.output_dir, or delete {tmp_path} to start over"
+    )
+    fill(make(tmp_path / "nested", provenance={"sampler": {"num_steps": 7, "eta": 0.1}}), data)
+    with pytest.raises(ClspError, match=r"\(provenance.sampler.num_steps: 7 -> 10\); set them back"):
+        make(tmp_path / "nested", provenance={"sampler": {"num_steps": 10, "eta": 0.1}})
 
 
 def test_verify_and_open_detect_truncated_and_tampered_shards(tmp_path: Path, data: np.ndarray) -> None:
@@ -178,19 +184,22 @@ def test_dataloader_workers_read_the_store(tmp_path: Path, data: np.ndarray) -> 
 def test_import_reference_layout(tmp_path: Path, data: np.ndarray) -> None:
     reference = tmp_path / "synthetic_cifar10_ddim_interpolation_0.1_3_candidates.npy"
     np.save(reference, data)
-    store = PositiveStore.import_array(
-        reference, tmp_path / "store", dataset_size=N, dataset_fingerprint="abc", provenance={}, shard_size=4
-    )
+
+    def import_to(root: Path, size: int = N, channels: int = 3, array: Path = reference) -> PositiveStore:
+        return PositiveStore.import_array(
+            array, root, dataset_size=size, channels=channels, dataset_fingerprint="abc", provenance={}, shard_size=4
+        )
+
+    store = import_to(tmp_path / "store")
     assert store.is_complete and store.provenance["imported_from"] == reference.name
     with pytest.raises(ClspError, match="holds positives for 10 images but the dataset has 11"):
-        PositiveStore.import_array(
-            reference, tmp_path / "s1", dataset_size=11, dataset_fingerprint="a", provenance={}, shard_size=4
-        )
+        import_to(tmp_path / "s1", size=11)
     assert not (tmp_path / "s1").exists()
+    with pytest.raises(ClspError, match=r"positives have 3 channels but the dataset's images have 1; import positives"):
+        import_to(tmp_path / "grey", channels=1)
+    assert not (tmp_path / "grey").exists()
     reopened = PositiveStore.open(tmp_path / "store")
     np.testing.assert_array_equal(np.stack([reopened[i] for i in range(N)]), data)
     np.save(tmp_path / "bad.npy", data[..., 0].astype(np.float32))
     with pytest.raises(ClspError, match=r"bad.npy: expected uint8 \[N, k, H, W, C\]"):
-        PositiveStore.import_array(
-            tmp_path / "bad.npy", tmp_path / "s2", dataset_size=N, dataset_fingerprint="a", provenance={}, shard_size=4
-        )
+        import_to(tmp_path / "s2", array=tmp_path / "bad.npy")

@@ -11,3 +11,4 @@ exported_run = _shared.exported_run
 run_copy = _shared.run_copy
 config_of = _shared.config_of
 fresh_run = _shared.fresh_run
+command = _shared.command

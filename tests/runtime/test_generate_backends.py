@@ -33,3 +33,20 @@ def test_exported_backends_make_the_torch_positives_within_one_level(
 def test_a_backend_without_its_export_is_refused(fresh_run: Path, config_of) -> None:
     with pytest.raises(ClspError, match=r"positives.backend=pt2 needs it: run `clsp export CONFIG --pt2`"):
         generate_positives(config_of(fresh_run, "positives.backend=pt2"), limit=4)
+
+
+def test_generate_command_backend_option_picks_the_export(
+    exported_run: Path, tmp_path: Path, command, config_of
+) -> None:
+    store = tmp_path / "ort"
+    refused = command("positives generate", exported_run, "--set", f"ssl.positives={store}", "--backend", "pt2")
+    assert isinstance(refused.exception, ClspError), refused.output  # the option is what asked for pt2
+    assert "positives.backend=pt2 needs it" in str(refused.exception)
+    sets = ["--set", f"ssl.positives={store}", "--set", "positives.backend=pt2"]  # the option overrides the config
+    result = command("positives generate", exported_run, *sets, "--backend", "ort", "--limit", 8)
+    assert result.exit_code == 0, result.output
+    reference = positives(config_of(exported_run, f"ssl.positives={tmp_path / 'torch'}"))
+    exported = PositiveStore.open(store)
+    assert exported.is_complete and exported.n == 8
+    difference = np.abs(reference.astype(int) - np.stack([exported[i] for i in range(8)]).astype(int))
+    assert difference.max() <= 1

@@ -31,3 +31,44 @@ def test_train_command_raises_clsp_error_for_the_cli_to_print(repo_root, tmp_pat
         app, ["train", str(repo_root / "configs" / "digits.yaml"), "--set", "ssl.batch_size=5000"]
     )
     assert isinstance(result.exception, ClspError) and "ssl.batch_size" in str(result.exception)
+
+
+def train_args(fast_config, fast_overrides, tmp_path, repo_root, *extra: str) -> list[str]:
+    fast_config()  # writes the positive store
+    overrides = [*fast_overrides, "ssl.epochs=1", *extra]
+    return ["train", str(repo_root / "configs" / "digits.yaml"), *(f"--set={o}" for o in overrides)]
+
+
+def test_a_finished_run_is_kept_unless_resume_or_overwrite(fast_config, fast_overrides, tmp_path, repo_root):
+    args = train_args(fast_config, fast_overrides, tmp_path, repo_root)
+    assert CliRunner().invoke(app, args).exit_code == 0
+    weights = (tmp_path / "run" / "ssl" / "backbone.safetensors").read_bytes()
+    again = CliRunner().invoke(app, [*args, "--set=run.seed=3"])
+    assert isinstance(again.exception, ClspError) and "--overwrite to replace it" in str(again.exception)
+    assert (tmp_path / "run" / "ssl" / "backbone.safetensors").read_bytes() == weights
+    assert CliRunner().invoke(app, [*args, "--resume"]).exit_code == 0  # finished: nothing left to do
+    assert CliRunner().invoke(app, [*args, "--set=run.seed=3", "--overwrite"]).exit_code == 0
+    assert (tmp_path / "run" / "ssl" / "backbone.safetensors").read_bytes() != weights
+
+
+def test_ctrl_c_fails_the_command_and_resume_finishes(fast_config, fast_overrides, tmp_path, repo_root, monkeypatch):
+    import os
+    import signal
+
+    import clsp.ssl.train
+
+    momentum = clsp.ssl.train.moco_momentum
+
+    def ctrl_c_in_step_2(step, *args):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return momentum(step, *args)
+
+    args = train_args(fast_config, fast_overrides, tmp_path, repo_root)
+    monkeypatch.setattr(clsp.ssl.train, "moco_momentum", ctrl_c_in_step_2)
+    interrupted = CliRunner().invoke(app, args)
+    monkeypatch.undo()
+    assert interrupted.exit_code == 130
+    assert "2 / 5" in interrupted.output and (tmp_path / "run" / "ssl" / "state").is_dir()
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0 and "5 / 5" in resumed.output

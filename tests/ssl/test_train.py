@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -88,15 +89,90 @@ def test_missing_store_says_how_to_fix(fast_config, tmp_path):
 
 
 def test_baseline_and_real_view_ablation_need_no_store(fast_config, tmp_path):
-    for overrides in (["ssl.clsp_weight=0"], ["ssl.positive=real"]):
-        cfg = fast_config(*overrides, f"ssl.positives={tmp_path / 'nowhere'}", "ssl.epochs=1")
+    for i, overrides in enumerate((["ssl.clsp_weight=0"], ["ssl.positive=real"])):
+        out = f"run.output_dir={tmp_path / str(i)}"
+        cfg = fast_config(*overrides, f"ssl.positives={tmp_path / 'nowhere'}", "ssl.epochs=1", out)
         assert train_ssl(cfg).backbone.is_file()
 
 
 def test_non_finite_loss_stops_with_a_clear_message(fast_config):
     cfg = fast_config("ssl.lr=1e30", "ssl.warmup_epochs=0", "ssl.epochs=4", "ssl.save_every_epochs=1")
-    with pytest.raises(ClspError, match="last good state"):
+    with pytest.raises(ClspError, match=r"loss became nan at step \d+; \S+ was not saved yet: lower ssl\.lr"):
         train_ssl(cfg)
+
+
+def test_blown_up_weights_never_reach_the_saved_state_and_a_lower_lr_resumes(fast_config, tmp_path):
+    # One step per epoch and a save after each: the step that blows the weights up is an epoch end, whose state
+    # used to be saved because its own loss (computed before its update) was still finite; the next loss is not.
+    one_step_epochs = ["ssl.batch_size=128", "ssl.warmup_epochs=0", "ssl.save_every_epochs=1", "ssl.epochs=8"]
+    cfg = fast_config(*one_step_epochs, "ssl.lr=0.01")
+    train_ssl(cfg, max_steps=2)
+    with pytest.raises(ClspError, match="last good state"):
+        train_ssl(fast_config(*one_step_epochs, "ssl.lr=1e30"), resume=True)
+    state = tmp_path / "run" / "ssl" / "state"
+    from safetensors.torch import load_file
+
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(state / name).values()), name
+    resumed = train_ssl(cfg, resume=True)  # the fix the message suggests: a lower lr, --resume
+    assert resumed.backbone is not None and all(map(math.isfinite, resumed.losses))
+
+
+def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(fast_config, tmp_path):
+    cfg = fast_config("ssl.epochs=1")
+    first = train_ssl(cfg)
+    weights = first.backbone.read_bytes()
+    with pytest.raises(ClspError, match="--resume to continue it, --overwrite to replace it"):
+        train_ssl(fast_config("ssl.epochs=1", "run.seed=5"))
+    assert first.backbone.read_bytes() == weights
+    again = train_ssl(fast_config("ssl.epochs=1", "run.seed=5"), overwrite=True)
+    assert again.backbone.read_bytes() != weights
+    assert len((tmp_path / "run" / "ssl" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_refuses_changed_settings_naming_them_and_allows_more_epochs(fast_config):
+    train_ssl(fast_config("ssl.epochs=1"))
+    with pytest.raises(ClspError, match=r"ssl\.batch_size: 32 -> 64; ssl\.projector_dim: 32 -> 16") as e:
+        train_ssl(fast_config("ssl.epochs=1", "ssl.batch_size=64", "ssl.projector_dim=16"), resume=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ClspError, match=r'ssl\.method: "simclr" -> "moco"'):
+        train_ssl(fast_config("ssl.epochs=1", "ssl.method=moco"), resume=True)
+    assert train_ssl(fast_config("ssl.epochs=2"), resume=True).step == 10
+
+
+def test_metrics_hold_each_epoch_once_after_a_kill_between_saves(fast_config, tmp_path):
+    cfg = fast_config("ssl.epochs=3", "ssl.save_every_epochs=2")
+    train_ssl(cfg, max_steps=10)  # epochs 1-2 logged, state saved at step 10
+    metrics = tmp_path / "run" / "ssl" / "metrics.jsonl"
+    # A kill after epoch 3's line was written (step 15) but before its state was saved.
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([*lines, json.dumps({**json.loads(lines[-1]), "epoch": 3, "step": 15})]) + "\n")
+    train_ssl(cfg, resume=True)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_second_writer_of_one_run_folder_is_refused(fast_config, tmp_path):
+    from clsp.run_folder import run_lock
+
+    with run_lock(tmp_path / "run" / "ssl"), pytest.raises(ClspError, match="being written by another process"):
+        train_ssl(fast_config("ssl.epochs=1"))
+
+
+def test_bf16_trains_close_to_fp32_but_not_equal(fast_config, tmp_path):
+    runs = {}
+    for precision in ("no", "bf16"):
+        overrides = [*LEARNS, "ssl.clsp_weight=0.5", f"ssl.mixed_precision={precision}"]
+        cfg = fast_config(*overrides, f"run.output_dir={tmp_path / precision}")
+        runs[precision] = torch.tensor(train_ssl(cfg, max_steps=24).losses)
+    fp32, bf16 = runs["no"], runs["bf16"]
+    assert len(bf16) == 24 and torch.isfinite(bf16).all()
+    assert bf16[-4:].mean() < bf16[2:6].mean() - 0.02, bf16  # it learns, as fp32 does
+    relative = ((bf16 - fp32) / fp32).abs()
+    assert relative.max() > 1e-4, "bf16 gave the fp32 losses: autocast did not run"
+    assert relative.max() < 0.03, relative  # measured: <= 1% after 24 steps
+
+
+COMPARED_STEPS = 3
 
 
 @pytest.mark.slow
@@ -105,7 +181,7 @@ def test_two_processes_with_sync_bn_match_one_process(fast_config, fast_override
     # 180 images, global batch 128: one step per epoch, so metrics.jsonl's epoch lines are the step losses.
     overrides = [f"ssl.method={method}", "ssl.batch_size=128", "ssl.queue_size=256", "ssl.epochs=6", "ssl.lr=0.02"]
     overrides += ["ssl.warmup_epochs=0", "ssl.sync_bn=true"]
-    single = train_ssl(fast_config(*overrides, f"run.output_dir={tmp_path / 'one'}"), max_steps=1)
+    single = train_ssl(fast_config(*overrides, f"run.output_dir={tmp_path / 'one'}"), max_steps=COMPARED_STEPS)
     args = [f"--set={o}" for o in [*fast_overrides, *overrides, f"run.output_dir={tmp_path / 'two'}"]]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "clsp/train.py"]
@@ -116,7 +192,8 @@ def test_two_processes_with_sync_bn_match_one_process(fast_config, fast_override
     lines = [json.loads(line) for line in (tmp_path / "two" / "ssl" / "metrics.jsonl").read_text().splitlines()]
     losses = [line["loss"] for line in lines]
     assert len(losses) == 6
-    assert losses[0] == pytest.approx(single.losses[0], abs=1e-5)
+    # Every compared step: weights, BatchNorm statistics, the MoCo queue and the lr schedule must stay in step.
+    assert losses[:COMPARED_STEPS] == pytest.approx(single.losses, abs=1e-5)
     if method == "simclr":  # MoCo's loss first rises while real keys replace the random initial queue
         assert sum(losses[-2:]) < sum(losses[:2]), losses
 

@@ -85,3 +85,15 @@ def test_store_checks(store, tmp_path):
         open_positives(store.root, N, 3, "fp", "cifar10")
     with pytest.raises(ClspError, match="clsp positives generate"):
         open_positives(tmp_path / "missing", N, 1, "fp", "digits")
+
+
+def test_a_shard_with_a_flipped_byte_is_refused(store):
+    shard = store.root / "shard_00001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0x01  # same size, same header: only the hash tells
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ClspError) as caught:
+        open_positives(store.root, N, 1, "fp", "digits")
+    message = str(caught.value)
+    assert message.startswith(f"{shard}: SHA-256 differs from the manifest")
+    assert f"clsp positives verify {store.root}" in message and "generate again" in message

@@ -1,0 +1,90 @@
+"""Claiming a training stage's folder: one writer at a time, no finished work overwritten by accident, and a
+resume only with settings the saved state was made with."""
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clsp.config import RESOLVED_CONFIG_NAME, Config
+from clsp.differences import Difference, describe_differences, field_differences
+from clsp.errors import ClspError
+
+LOCK_FILE = ".lock"
+
+
+def changed_fields(
+    saved: dict[str, Any], cfg: Config, sections: tuple[str, ...], safe: frozenset[str]
+) -> list[Difference]:
+    """The fields under ``sections`` (dotted, e.g. ``ssl`` or ``run.seed``) that differ between the ``saved``
+    resolved config (as read from YAML) and ``cfg``, except the ``safe`` ones."""
+    new = cfg.model_dump(mode="json")
+    differences = []
+    for section in sections:
+        old_value, new_value = saved, new
+        for key in section.split("."):
+            old_value = old_value.get(key) if isinstance(old_value, dict) else None
+            new_value = new_value.get(key)
+        differences += field_differences(old_value, new_value, section)
+    return [d for d in differences if d[0] not in safe]
+
+
+def check_resume_config(stage_dir: Path, cfg: Config, sections: tuple[str, ...], safe: frozenset[str]) -> None:
+    """Refuse, in one line naming the fields, to resume ``stage_dir`` with settings that its saved resolved config
+    does not share (``safe`` fields, e.g. more epochs or another lr, may change)."""
+    path = stage_dir / RESOLVED_CONFIG_NAME
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        raise ClspError(f"--resume: {path} is missing or unreadable; start over with --overwrite") from None
+    if not isinstance(saved, dict):
+        raise ClspError(f"--resume: {path} is not a clsp config; start over with --overwrite")
+    changed = changed_fields(saved, cfg, sections, safe)
+    if changed:
+        allowed = ", ".join(sorted(safe))
+        raise ClspError(
+            f"--resume: the run in {stage_dir} was made with other settings ({describe_differences(changed)}); set them back "
+            f"(only {allowed} may change on resume) or start over with --overwrite"
+        )
+
+
+def refuse_overwrite(stage_dir: Path, outputs: tuple[str, ...], resume: bool, overwrite: bool) -> None:
+    """Without ``resume`` or ``overwrite``, refuse to start a run over the ``outputs`` (names in ``stage_dir``)
+    that an earlier run left there."""
+    if resume or overwrite:
+        return
+    found = [name for name in outputs if (stage_dir / name).exists()]
+    if found:
+        raise ClspError(
+            f"{stage_dir} holds an earlier run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
+            "replace it, or another run.output_dir"
+        )
+
+
+@contextmanager
+def run_lock(stage_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on ``stage_dir`` (one writing process per folder); a second writer gets a
+    :class:`ClspError` at once. ``enabled=False`` (non-main processes) does nothing."""
+    if not enabled:
+        yield
+        return
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(stage_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ClspError(
+                f"{stage_dir} is being written by another process (pid {holder}); wait for it to finish or use "
+                "another run.output_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

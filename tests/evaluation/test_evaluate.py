@@ -1,0 +1,67 @@
+"""``clsp eval``'s checks before any work and ``clsp compare``'s reading of metrics.json (evaluate.py)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clsp.config import load_config
+from clsp.data import load_images
+from clsp.errors import ClspError
+from clsp.evaluation.evaluate import evaluate_run, read_run_metrics
+from clsp.positives.store import PositiveStore
+from clsp.ssl.backbones import build_backbone, save_backbone
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+METRICS = {
+    "run": "runs/a",
+    "method_label": "SimCLR",
+    "linear": {"top1": 90.0, "top5": 99.0},
+    "knn": {"fixed_top1": 88.0, "best_top1": 89.0},
+    "alignment": None,
+}
+
+
+def test_a_damaged_positive_store_is_refused_before_any_work(tmp_path: Path) -> None:
+    cfg = load_config(REPO_ROOT / "configs" / "digits.yaml", [f"run.output_dir={tmp_path}"])
+    encoder, dim = build_backbone("small-cnn", in_channels=1)
+    spec = {"backbone": "small-cnn", "stem": "cifar", "in_channels": 1, "feature_dim": dim, "image_size": 16}
+    save_backbone(encoder, tmp_path / "ssl", {**spec, "method": "simclr", "mean": [0.3], "std": [0.3]})
+    train = load_images(cfg.data, cfg.data.train_split)
+    store = PositiveStore.from_array(
+        train.images[:, None], tmp_path / "positives", dataset_fingerprint=train.fingerprint, provenance={},
+        shard_size=512,
+    )  # fmt: skip
+    shard = store.root / "shard_00001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0x01
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ClspError, match=f"^{shard}: SHA-256 differs from the manifest.*clsp positives verify"):
+        evaluate_run(cfg)
+    assert not (tmp_path / "eval").exists()  # refused before anything was written or computed
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (json.dumps({"accuracy": 0.9}), "missing or wrong: run, method_label, linear.top1"),
+        (json.dumps([1, 2]), "missing or wrong: run, method_label"),
+        (json.dumps({**METRICS, "linear": {"top1": "high", "top5": 99.0}}), "missing or wrong: linear.top1)"),
+        (json.dumps({k: v for k, v in METRICS.items() if k != "alignment"}), "missing or wrong: alignment)"),
+        ("{", "not valid JSON"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+    ],
+)
+def test_compare_refuses_a_metrics_json_not_written_by_eval(tmp_path: Path, content: str | bytes, needle: str) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ClspError) as caught:
+        read_run_metrics(path)
+    assert str(caught.value).startswith(f"{path}: ") and needle in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_compare_reads_the_fields_it_compares(tmp_path: Path) -> None:
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(METRICS))
+    assert read_run_metrics(tmp_path) == METRICS
