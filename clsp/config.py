@@ -43,6 +43,12 @@ class DataConfig(Section):
     """torchvision root (cifar10/cifar100/stl10) or the image folder (folder); unused for digits."""
     image_size: int | None = Field(None, ge=4, le=1024)
     """Resize every image to this square size; None keeps the native size (digits: 16)."""
+    channels: Literal[1, 3] | None = None
+    """1 (grey) or 3 (RGB) channels per image; None keeps the source's own (digits 1; cifar, stl10, folder 3).
+    One rule for every source and for ``clsp features --input`` (which uses the encoder's channels): an image
+    file is decoded to RGB (palette expanded, alpha ignored, grey repeated), made grey when 1 channel is asked
+    with ITU-R 601 luma ``(299 R + 587 G + 114 B + 500) // 1000`` (grey files keep their values), then resized.
+    A folder of greyscale images trains a 1-channel encoder only with ``channels: 1``."""
     train_split: str = "train"
     """Images for diffusion training, positives and SSL (STL-10: unlabeled)."""
     labeled_split: str = "train"
@@ -131,10 +137,21 @@ class PositivesConfig(Section):
     solver: Literal["ddim", "dpm-solver++"] = "ddim"
     batch_size: int = Field(256, ge=1)
     shard_size: int = Field(1024, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**64)
+    """Key of the counter-based noise (clsp.diffusion.noise): with the image and candidate index, it fixes every
+    positive."""
     backend: Literal["torch", "ort", "torchscript", "pt2", "trt"] = "torch"
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the denoiser under autocast (about 2x faster on CPUs with bf16 units)."""
+    compile: bool = False
+    """torch backend only: torch.compile the denoiser (on CUDA with mode reduce-overhead, i.e. CUDA graphs).
+    Compiling takes tens of seconds and recompiles for a new batch size; worth it for long runs on a GPU."""
+
+    @model_validator(mode="after")
+    def _check_compile(self) -> "PositivesConfig":
+        if self.compile and self.backend != "torch":
+            raise ValueError(f"compile applies to the torch backend only; set compile false for {self.backend}")
+        return self
 
 
 class AugmentConfig(Section):

@@ -10,6 +10,8 @@ their seed spread, and a verdict sentence per headline probe.
 Layout under ``<run.output_dir>``: ``unet/``, ``diffusion/``, ``positives/`` (shared), ``seed<S>/<variant>/``
 (``ssl/`` and ``eval/`` of each run), ``curves.png``, ``demo.md``, ``demo.json`` and ``stages.json``, the ledger
 of finished stages with their wall time: a rerun skips finished stages and resumes an interrupted one.
+``demo.json``'s ``encoder`` names the run whose encoder is the demo's result (the CLSP variant of the first seed):
+the one ``clsp export`` and ``clsp features`` use for the demo's folder.
 """
 
 import hashlib
@@ -42,6 +44,7 @@ QUICK_OVERRIDES = (
 """``--quick``: a smoke test of every stage in about a minute (one seed); its numbers mean nothing."""
 DEFAULT_SEEDS = 3
 """Seeds every variant is trained with unless ``--seed`` says otherwise: a verdict needs a seed spread."""
+RESULT_FILE = "demo.json"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,28 @@ def run_config(cfg: Config, seed: int, variant: Variant) -> Config:
     run.run.seed = seed
     run.run.output_dir = cfg.run.output_dir / f"seed{seed}" / variant.name
     return run
+
+
+def result_encoder(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
+    """The encoder that stands for the demo's result: the CLSP variant's of the first seed, its run folder
+    relative to ``run.output_dir`` (``{"run": "seed0/clsp-simclr", "variant": "clsp-simclr", "seed": 0}``)."""
+    variant = variants(cfg)[1]
+    run = run_config(cfg, seeds[0], variant).run.output_dir
+    return {"run": run.relative_to(cfg.run.output_dir).as_posix(), "variant": variant.name, "seed": seeds[0]}
+
+
+def demo_result_run(root: Path) -> tuple[Path, str] | None:
+    """The run folder of the encoder that ``root/demo.json`` records as the demo's result and a phrase saying so;
+    None when ``root`` holds no finished demo."""
+    path = root / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        encoder = json.loads(path.read_text())["encoder"]
+        run, variant, seed = root / encoder["run"], encoder["variant"], encoder["seed"]
+    except (ValueError, KeyError, TypeError):
+        return None  # an older demo.json: no recorded result
+    return run, f"the demo's result in {RESULT_FILE}: {variant}, seed {seed}"
 
 
 class StageLedger:
@@ -169,6 +194,7 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
         "stage_seconds": seconds,
         "total_seconds": sum(seconds.values()),
         "runs": [{"run": m["run"], "method": m["method_label"], "eval": f"{m['run']}/eval"} for m in runs],
+        "encoder": result_encoder(cfg, seeds),
         "files": {
             "diffusion samples": str(root / "diffusion" / "samples.png"),
             "training curves": str(curves),
@@ -178,7 +204,7 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
             },
         },
     }
-    atomic_write_text(root / "demo.json", json.dumps(result, indent=1))
+    atomic_write_text(root / RESULT_FILE, json.dumps(result, indent=1))
     quality_table = list(quality_rows(quality).items())
     atomic_write_text(root / "demo.md", _markdown(result, headers, rows, stage_rows, quality_table))
     print_table("differences: mean over seeds, spread = the larger seed std", diff_headers, diff_rows)

@@ -6,8 +6,9 @@ current artifact; anything else is rebuilt by the exporter and refused by the ru
 
 The cache key is the SHA-256 of everything that changes what the artifact computes or whether it runs here:
 format, kind, inputs and outputs, the model facts (image size, normalisation, ...), the source weights' hash,
-the format's settings and the versions (and devices) the format depends on. The sampler settings are recorded
-but not keyed: the denoiser graph is the same for any number of steps.
+the format's settings and the versions (and devices) the format depends on. The contract (preprocessing, the
+sampler, ...: clsp/export/contract.py) and the precision are recorded but not keyed, since the denoiser graph is
+the same for any number of steps; a reused artifact's sidecar gets the current ones.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from clsp.atomic import atomic_write_text
 from clsp.config import ExportConfig
 from clsp.errors import ClspError
 from clsp.export.specs import ModelSpec
@@ -92,11 +94,18 @@ def format_settings(fmt: str, settings: ExportConfig) -> dict[str, Any]:
     return {}
 
 
+def artifact_precision(fmt: str, settings: ExportConfig) -> str:
+    """The precision a ``fmt`` artifact computes in: ``export.trt_precision`` for TensorRT engines, else fp32
+    (the ONNX, TorchScript and pt2 graphs hold fp32 weights and ops; a libtorch caller may add autocast)."""
+    return settings.trt_precision if fmt == "trt" else "fp32"
+
+
 def expected_metadata(spec: ModelSpec, fmt: str, settings: ExportConfig) -> dict[str, Any]:
     """The sidecar an up-to-date ``fmt`` export of ``spec`` has, before the artifact's own figures are added.
 
     Keys: ``format, kind, file, inputs, outputs, model`` (facts), ``source_sha256, settings, versions`` (all
-    of them; the format's subset is keyed), ``key`` and ``record`` (unkeyed, e.g. ``sampler``).
+    of them; the format's subset is keyed), ``key``; unkeyed: ``precision`` (:func:`artifact_precision`) and the
+    spec's record (the contract of :mod:`clsp.export.contract`: ``preprocessing``/``output`` or ``sampler``...).
     """
     found = versions()
     keyed = {
@@ -111,7 +120,7 @@ def expected_metadata(spec: ModelSpec, fmt: str, settings: ExportConfig) -> dict
         "keyed_versions": {name: found[name] for name in KEYED_VERSIONS[fmt]},
     }
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
-    return {**keyed, "versions": found, "key": key, **spec.record}
+    return {**keyed, "versions": found, "key": key, "precision": artifact_precision(fmt, settings), **spec.record}
 
 
 def file_sha256(path: Path) -> str:
@@ -138,6 +147,17 @@ def is_current(directory: Path, expected: dict[str, Any]) -> bool:
         return False
     artifact = Path(directory) / metadata["file"]
     return artifact.is_file() and file_sha256(artifact) == metadata.get("artifact_sha256")
+
+
+def refresh_unkeyed(directory: Path, expected: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar of the current artifact in ``directory`` with its unkeyed fields (precision, the contract:
+    e.g. a new ``positives.num_steps``) set to ``expected``'s, rewritten atomically when they changed. ``versions``
+    stays as built: it says what made the artifact."""
+    stored = read_metadata(directory) or {}
+    refreshed = {**stored, **{name: value for name, value in expected.items() if name != "versions"}}
+    if refreshed != stored:
+        atomic_write_text(Path(directory) / METADATA_FILE, json.dumps(refreshed, indent=1))
+    return refreshed
 
 
 def differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:

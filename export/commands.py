@@ -4,7 +4,6 @@ Register them with ``app.command("export")(export_command)`` and ``app.command("
 """
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,14 @@ from clsp.errors import ClspError
 from clsp.progress import print_summary
 
 BACKENDS = ("torch", "ort", "torchscript", "pt2", "trt")
+RunOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--run",
+        help="The run folder whose encoder to use (it holds ssl/backbone.*), e.g. runs/digits/seed0/clsp-simclr. "
+        "Default: <output_dir>/ssl, else the encoder a `clsp demo` in <output_dir> records as its result.",
+    ),
+]
 
 
 def export_command(
@@ -34,19 +41,35 @@ def export_command(
         bool | None,
         typer.Option("--check/--no-check", help="Compare each new artifact with PyTorch. Default: export.check."),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="denoiser or encoder (repeatable). Default: both; a missing one is an error."),
+    ] = None,
+    run: RunOption = None,
 ) -> None:
-    """Export the run's denoiser (<output_dir>/unet) and encoder (<output_dir>/ssl) to <output_dir>/export/<format>/.
+    """Export the run's denoiser (<output_dir>/unet) and encoder to <output_dir>/export/<format>/.
 
-    Without format flags, export.formats decides. Each artifact gets a metadata.json with a cache key: current
-    artifacts are kept, stale ones rebuilt. The parity check (on by default) fails with the error figures when an
-    artifact differs from PyTorch by more than export.rtol. TorchScript is deprecated by PyTorch.
+    The encoder is --run's, else <output_dir>/ssl, else the one a `clsp demo` in <output_dir> records as its
+    result (the summary says which). Without format flags, export.formats decides. Each artifact gets a
+    metadata.json with a cache key: current artifacts are kept, stale ones rebuilt. The parity check (on by
+    default; random inputs, odd strides and the run's own images) fails with the error figures when an artifact
+    differs from PyTorch by more than export.rtol. TorchScript is deprecated by PyTorch.
     """
     flags = [name for name, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("trt", trt)) if on]
     cfg = load_config(config, overrides or [])
     from clsp.export.build import export_run  # torch loads slowly: only once the config is valid
+    from clsp.export.encoder_source import find_encoder
+    from clsp.export.specs import KINDS
 
-    results = export_run(cfg, tuple(flags) or None, check)
-    print_summary("clsp export", {f"{r.kind} {r.fmt}": r.summary() for r in results})
+    models = tuple(dict.fromkeys(model or KINDS))
+    for name in models:
+        if name not in KINDS:
+            raise ClspError(f"--model {name!r}: use {' or '.join(KINDS)}")
+    results = export_run(cfg, tuple(flags) or None, check, models, run)
+    summary = {f"{r.kind} {r.fmt}": r.summary() for r in results}
+    if "encoder" in models:
+        summary = {"encoder": str(find_encoder(cfg, run)), **summary}
+    print_summary("clsp export", summary)
 
 
 def features_command(
@@ -58,9 +81,14 @@ def features_command(
         str | None, typer.Option("--split", help="A split of data.source (default: data.test_split).")
     ] = None,
     input_dir: Annotated[
-        Path | None, typer.Option("--input", help="A folder of images instead of a split (resized to the encoder's).")
+        Path | None,
+        typer.Option(
+            "--input",
+            help="A folder of images instead of a split, resized to the encoder's size and channels (data.channels rule).",
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    run: RunOption = None,
 ) -> None:
     """Encode a split (or an image folder) with the run's encoder on a backend and save the features."""
     if backend not in BACKENDS:
@@ -68,32 +96,32 @@ def features_command(
     if split is not None and input_dir is not None:
         raise ClspError("give --split or --input, not both")
     cfg = load_config(config, overrides or [])
-    from clsp.data import check_split, load_images
+    from clsp.data import check_split
     from clsp.data.folder import load_image_folder
-    from clsp.data.imageset import resize_images
+    from clsp.export.encoder_source import find_encoder
     from clsp.export.specs import run_encoder
-    from clsp.runtime.features import check_device, check_features_path, encode_images, greyscale_for, save_features
+    from clsp.runtime.features import check_device, check_features_path, encode_images, save_features, split_images
 
     check_features_path(out)
     torch_device = check_device(device)
     split = split or cfg.data.test_split
     check_split(cfg.data, split)
-    backbone = run_encoder(cfg)[1]
+    backbone = run_encoder(cfg, run)[1]
     size = int(backbone["image_size"])
     if input_dir is not None:
-        images = load_image_folder(input_dir, size, cfg.data.skip_bad_images, "--input")
-        images = greyscale_for(images, int(backbone["in_channels"]))
+        channels = int(backbone["in_channels"])  # the rule of data.channels: grey by ITU-R 601 luma
+        images = load_image_folder(input_dir, size, cfg.data.skip_bad_images, "--input", channels)
     else:  # at the encoder's input size, as clsp eval (STL-10: 96 px -> 64 px)
-        images = load_images(cfg.data, split)
-        images = replace(images, images=resize_images(images.images, size))
+        images = split_images(cfg, split, size)
     started = time.perf_counter()
-    features = encode_images(cfg, backend, images, torch_device)
+    features = encode_images(cfg, backend, images, torch_device, run)
     seconds = time.perf_counter() - started
     path = save_features(out, features, images.labels)
     print_summary(
         "clsp features",
         {
             "images": f"{images.name}: {len(images)} x {images.image_shape}",
+            "encoder": str(find_encoder(cfg, run)),
             "backend": backend,
             "features": f"{list(features.shape)} float32 -> {path}",
             "images / s (with loading)": f"{len(images) / seconds:.0f}",

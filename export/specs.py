@@ -7,6 +7,7 @@ need to know about either.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -15,9 +16,10 @@ from torch import Tensor, nn
 from clsp.config import Config
 from clsp.diffusion.sampler import SamplerSettings
 from clsp.diffusion.unet import InterpolatingDenoiser, load_trained_unet
-from clsp.errors import ClspError
+from clsp.export.contract import denoiser_contract, encoder_contract
+from clsp.export.encoder_source import find_encoder
 from clsp.positives.generate import unet_content_hash  # hashes any module's state dict
-from clsp.ssl.backbones import CONFIG_FILE, WEIGHTS_FILE, load_backbone
+from clsp.ssl.backbones import load_backbone
 
 Kind = Literal["denoiser", "encoder"]
 KINDS: tuple[Kind, ...] = ("denoiser", "encoder")
@@ -44,6 +46,15 @@ class TensorSpec:
         return tuple(batch if dim == BATCH else int(dim) for dim in self.shape)
 
 
+@dataclass(frozen=True)
+class RealInputs:
+    """Inputs made from the run's own images by clsp's own preprocessing, exactly as the runtime hands them to the
+    model, strides included: ``make(batch, device)`` -> a tuple in the spec's input order. ``source`` names them."""
+
+    source: str
+    make: Callable[[int, torch.device], tuple[Tensor, ...]]
+
+
 @dataclass
 class ModelSpec:
     """A module ready to export.
@@ -51,7 +62,8 @@ class ModelSpec:
     ``make_inputs(batch, generator)`` draws fresh random example inputs, one distinct tensor per input (the
     ONNX exporter merges inputs that are the same tensor object). ``facts`` go into the metadata and its cache
     key (image size, normalisation, ...); ``record`` goes into the metadata only (e.g. the sampler settings,
-    which a non-Python runner needs but which do not change the exported graph).
+    which a non-Python runner needs but which do not change the exported graph). ``real_inputs``, when set, joins
+    the random inputs in the parity check (:mod:`clsp.export.real_inputs`).
     """
 
     kind: Kind
@@ -62,6 +74,7 @@ class ModelSpec:
     source_sha256: str
     facts: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
+    real_inputs: RealInputs | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -111,7 +124,7 @@ def denoiser_spec(denoiser: InterpolatingDenoiser, settings: SamplerSettings, we
         source_sha256=unet_content_hash(denoiser.unet),
         # The sampler works on (uint8 / 255 - 0.5) / 0.5, i.e. [-1, 1] (images_to_model).
         facts={"image_size": h, "channels": c, "mean": [0.5] * c, "std": [0.5] * c, "num_layers": denoiser.num_layers},
-        record={"sampler": {**settings.__dict__, "weight": weight}},
+        record=denoiser_contract(settings, weight),
     )
 
 
@@ -140,6 +153,7 @@ def encoder_spec(encoder: nn.Module, backbone: dict[str, Any]) -> ModelSpec:
             "std": list(backbone["std"]),
             "backbone": backbone.get("backbone"),
         },
+        record=encoder_contract(backbone),
     )
 
 
@@ -148,9 +162,7 @@ def run_denoiser(cfg: Config) -> InterpolatingDenoiser:
     return InterpolatingDenoiser(load_trained_unet(cfg), cfg.positives.num_layers).eval()
 
 
-def run_encoder(cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
-    """The run's trained SSL encoder (``<output_dir>/ssl``) and its ``backbone.json``."""
-    directory = cfg.run.output_dir / "ssl"
-    if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
-        raise ClspError(f"no trained encoder in {directory} ({CONFIG_FILE} + {WEIGHTS_FILE}); run `clsp train` first")
-    return load_backbone(directory)
+def run_encoder(cfg: Config, run: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained SSL encoder that :func:`~clsp.export.encoder_source.find_encoder` picks (``run``'s, the run's
+    own ``<output_dir>/ssl`` or a demo's result) and its ``backbone.json``."""
+    return load_backbone(find_encoder(cfg, run).folder)

@@ -1,5 +1,6 @@
 """``clsp features``: encode a split or an image folder with any backend and save the features."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write, file_in_the_way
 from clsp.config import Config
-from clsp.data import ImageSet
+from clsp.data import ImageSet, load_images
+from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
 from clsp.runtime.load import Backend, load_encoder
@@ -17,16 +19,18 @@ from clsp.runtime.load import Backend, load_encoder
 SUFFIXES = (".npy", ".safetensors")
 
 
-def encode_images(cfg: Config, backend: Backend, images: ImageSet, device: str | torch.device = "cpu") -> Tensor:
-    """float32 ``[N, D]`` features of ``images`` (uint8 ``[N, S, S, C]``) from the run's encoder on ``backend``,
-    normalised with the encoder's own ``mean``/``std``, ``export.max_batch`` images at a time (a TensorRT
-    engine's largest batch)."""
-    encoder, backbone = load_encoder(cfg, backend, device)
+def encode_images(
+    cfg: Config, backend: Backend, images: ImageSet, device: str | torch.device = "cpu", run: Path | None = None
+) -> Tensor:
+    """float32 ``[N, D]`` features of ``images`` (uint8 ``[N, S, S, C]``) from the run's encoder (``run``'s when
+    given) on ``backend``, normalised with the encoder's own ``mean``/``std``, ``export.max_batch`` images at a
+    time (a TensorRT engine's largest batch)."""
+    encoder, backbone = load_encoder(cfg, backend, device, run)
     expected = (int(backbone["image_size"]), int(backbone["image_size"]), int(backbone["in_channels"]))
     if tuple(images.images.shape[1:]) != expected:
         raise ClspError(
             f"{images.name}: images are {list(images.images.shape[1:])} [H,W,C] but the encoder takes "
-            f"{list(expected)}; set data.image_size (or pass images with {expected[2]} channels)"
+            f"{list(expected)}; set data.image_size={expected[0]} and data.channels={expected[2]}"
         )
     return extract_features(
         encoder,
@@ -39,13 +43,12 @@ def encode_images(cfg: Config, backend: Backend, images: ImageSet, device: str |
     )
 
 
-def greyscale_for(images: ImageSet, channels: int) -> ImageSet:
-    """``images`` as an encoder with ``channels`` input channels takes them: an image folder is read as RGB, so a
-    1-channel encoder gets their ITU-R 601 luma (grey images, saved as R = G = B, come back unchanged)."""
-    if channels != 1 or images.image_shape[2] != 3:
-        return images
-    luma = (images.images.astype(np.uint32) @ np.array([299, 587, 114], np.uint32) + 500) // 1000
-    return ImageSet(images.name, luma.astype(np.uint8)[..., None], images.labels, images.class_names)
+def split_images(cfg: Config, split: str, size: int, limit: int | None = None) -> ImageSet:
+    """``split`` of ``cfg.data`` (its first ``limit`` images when given) at the encoder's input ``size``, as
+    ``clsp eval`` sees it (STL-10: 96 px -> 64 px)."""
+    images, keep = load_images(cfg.data, split), slice(limit)
+    labels = None if images.labels is None else images.labels[keep]
+    return replace(images, images=resize_images(images.images[keep], size), labels=labels)
 
 
 def check_features_path(path: Path) -> Path:

@@ -46,38 +46,56 @@ def open_artifact(fmt: str, path: Path, device: str | torch.device) -> Callable[
 
 
 def load_exported(
-    spec: ModelSpec, backend: str, cfg: Config, device: str | torch.device, used_by: str
+    spec: ModelSpec, backend: str, cfg: Config, device: str | torch.device, used_by: str, export_options: str = ""
 ) -> Callable[..., Tensor]:
     """``spec``'s artifact for ``backend`` from ``cfg``'s run, checked against the metadata an export of
-    ``spec`` with ``cfg.export`` would write now (key, SHA-256). ``used_by`` names the setting that asked."""
+    ``spec`` with ``cfg.export`` would write now (key, SHA-256). ``used_by`` names the setting that asked;
+    ``export_options`` (e.g. `` --run PATH``) complete the ``clsp export`` command the error suggests."""
     fmt = BACKEND_FORMATS[backend]
     directory = artifact_dir(cfg.run.output_dir, fmt, spec.kind)
-    fix = f"{used_by}={backend} needs it: run `clsp export CONFIG --{fmt}` (with the same --set overrides) first"
+    command = f"clsp export CONFIG --{fmt}{export_options}"
+    fix = f"{used_by}={backend} needs it: run `{command}` (with the same --set overrides) first"
     artifact, _ = validated_artifact(directory, expected_metadata(spec, fmt, cfg.export), fix)
     return open_artifact(fmt, artifact, device)
 
 
-def load_denoiser(cfg: Config, denoiser: InterpolatingDenoiser, device: str | torch.device) -> Denoiser:
-    """The denoiser ``positives.backend`` runs: ``denoiser`` itself (torch) or its export of the run."""
+def effective_precision(cfg: Config) -> str:
+    """The precision ``positives.backend``'s denoiser computes in: ``positives.precision`` for torch and TorchScript
+    (traced graphs follow autocast), fp32 for ONNX Runtime and pt2, ``export.trt_precision`` for TensorRT."""
     backend = cfg.positives.backend
+    if backend in ("torch", "torchscript"):
+        return cfg.positives.precision
+    return cfg.export.trt_precision if backend == "trt" else "fp32"
+
+
+def load_denoiser(cfg: Config, denoiser: InterpolatingDenoiser, device: str | torch.device) -> Denoiser:
+    """The denoiser ``positives.backend`` runs: ``denoiser`` itself (torch; compiled with ``positives.compile``) or
+    its export of the run."""
+    backend = cfg.positives.backend
+    if backend == "torch" and cfg.positives.compile:
+        # CUDA graphs (reduce-overhead) replay the whole step without per-kernel launch cost.
+        mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+        return torch.compile(denoiser, mode=mode, dynamic=False)
     if backend == "torch":
         return denoiser
-    if cfg.positives.precision != "fp32" and backend != "torchscript":  # traced graphs follow autocast
+    if effective_precision(cfg) != cfg.positives.precision:
         warn(
             f"positives.precision={cfg.positives.precision} has no effect on backend {backend}: it runs the export "
-            "as built (ONNX and pt2 in fp32, TensorRT in export.trt_precision)"
+            f"as built, in {effective_precision(cfg)} (ONNX and pt2 in fp32, TensorRT in export.trt_precision)"
         )
     spec = denoiser_spec(denoiser, SamplerSettings.from_config(cfg), cfg.positives.weight)
     return load_exported(spec, backend, cfg, device, "positives.backend")
 
 
 def load_encoder(
-    cfg: Config, backend: Backend, device: str | torch.device
+    cfg: Config, backend: Backend, device: str | torch.device, run: Path | None = None
 ) -> tuple[Callable[..., Tensor], dict[str, Any]]:
-    """The run's encoder for ``backend`` (``images [B,C,S,S] normalised -> features [B,D]``) and its
-    ``backbone.json`` (``mean``, ``std``, ``image_size``, ``in_channels``, ...)."""
-    encoder, backbone = run_encoder(cfg)
+    """The run's encoder (``run``'s when given, see :func:`~clsp.export.encoder_source.find_encoder`) for
+    ``backend`` (``images [B,C,S,S] normalised -> features [B,D]``) and its ``backbone.json`` (``mean``, ``std``,
+    ``image_size``, ``in_channels``, ...)."""
+    encoder, backbone = run_encoder(cfg, run)
     if backend == "torch":
         module: nn.Module = encoder.to(device)
         return module, backbone
-    return load_exported(encoder_spec(encoder, backbone), backend, cfg, device, "--backend"), backbone
+    options = "" if run is None else f" --run {run}"
+    return load_exported(encoder_spec(encoder, backbone), backend, cfg, device, "--backend", options), backbone

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from clsp.errors import ClspError
 from clsp.runtime.errors import unloadable
+from clsp.runtime.layout import standard_layout
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
@@ -28,6 +29,7 @@ class OrtModel:
 
     On ``device`` cuda the session uses the TensorRT and CUDA providers that this onnxruntime build has, and
     binds the torch tensors' memory directly (IO binding, no host copies); on the CPU it runs on numpy views.
+    Inputs are handed over in row-major layout (copied only when their strides differ).
     The output comes back as a float32 torch tensor on the inputs' device.
     """
 
@@ -61,7 +63,7 @@ class OrtModel:
         if self.device.type == "cuda":
             return self._run_bound(inputs)
         feeds = {
-            spec.name: x.detach().cpu().numpy().astype(NUMPY_TYPES[spec.type], copy=False)
+            spec.name: standard_layout(x.detach().cpu()).numpy().astype(NUMPY_TYPES[spec.type], copy=False)
             for spec, x in zip(self.inputs, inputs, strict=True)
         }
         (out,) = self.session.run([self.output.name], feeds)
@@ -74,7 +76,7 @@ class OrtModel:
         binding = self.session.io_binding()
         bound = []  # the converted tensors must outlive the run
         for spec, x in zip(self.inputs, inputs, strict=True):
-            x = x.detach().to(self.device, TORCH_TYPES[spec.type]).contiguous()
+            x = standard_layout(x.detach().to(self.device, TORCH_TYPES[spec.type]))
             bound.append(x)
             binding.bind_input(spec.name, "cuda", device_id, NUMPY_TYPES[spec.type], tuple(x.shape), x.data_ptr())
         batch = inputs[0].shape[0]

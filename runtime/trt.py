@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from clsp.errors import ClspError
+from clsp.runtime.layout import standard_layout
 
 
 def import_tensorrt() -> ModuleType:
@@ -30,7 +31,8 @@ class TrtModel:
     """``model(*inputs) -> output``: run a serialised engine (one optimisation profile) on CUDA torch tensors.
 
     Inputs are given in the engine's input order and may lie on any device; the float32 output is returned
-    on the GPU. Batches outside the engine's profile raise ClspError.
+    on the GPU, inputs in row-major layout (copied only when their strides differ). Batches outside the engine's
+    profile raise ClspError.
     """
 
     def __init__(self, path: Path, device: str | torch.device = "cuda") -> None:
@@ -59,7 +61,7 @@ class TrtModel:
             )
         bound = []  # the converted tensors must outlive the run
         for name, x in zip(self.inputs, inputs, strict=True):
-            x = x.detach().to(self.device, torch.int64 if not x.is_floating_point() else torch.float32).contiguous()
+            x = standard_layout(x.detach().to(self.device, torch.int64 if not x.is_floating_point() else torch.float32))
             bound.append(x)
             self.context.set_input_shape(name, tuple(x.shape))
             self.context.set_tensor_address(name, x.data_ptr())

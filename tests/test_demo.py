@@ -55,6 +55,7 @@ def png(path: Path) -> np.ndarray:
 def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
     summary = json.loads((demo_dir / "demo.json").read_text())
     assert list(summary["stage_seconds"]) == STAGES
+    assert summary["encoder"] == {"run": "seed0/clsp-simclr", "variant": "clsp-simclr", "seed": 0}  # for clsp export
     assert all(s > 0 for s in summary["stage_seconds"].values())
     headers, rows = summary["table"]["headers"], summary["table"]["rows"]
     assert [row[0] for row in rows] == ["SimCLR", CLSP_LABEL, CONTROL_LABEL]

@@ -1,7 +1,7 @@
 """Dataset sources, each returning an :class:`ImageSet` of uint8 ``[N, H, W, C]`` images."""
 
 from clsp.config import SPLITS, DataConfig
-from clsp.data.imageset import ImageSet, resize_images
+from clsp.data.imageset import ImageSet, resize_images, to_channels
 from clsp.errors import ClspError
 
 
@@ -14,29 +14,31 @@ def check_split(cfg: DataConfig, split: str) -> None:
 def load_images(cfg: DataConfig, split: str) -> ImageSet:
     """Load one split (``train``, ``test``, ``unlabeled`` for STL-10, ``all`` for a folder) of ``cfg.source``.
 
-    Images are resized to ``cfg.image_size`` when it is set. Nothing is downloaded unless ``cfg.download``.
+    Images get ``cfg.channels`` (see :func:`~clsp.data.imageset.to_channels`), then are resized to
+    ``cfg.image_size`` when it is set. Nothing is downloaded unless ``cfg.download``.
     A ``split`` the source does not have is refused before anything is read.
     """
     check_split(cfg, split)
+    if cfg.source == "folder":
+        from clsp.data.folder import load_image_folder
+
+        return load_image_folder(cfg.root, cfg.image_size, cfg.skip_bad_images, channels=cfg.channels or 3)
     if cfg.source == "digits":
         from clsp.data.digits import load_digits_split
 
-        return load_digits_split(split, cfg.image_size or 16, cfg.test_fraction, cfg.split_seed)
-    if cfg.source in ("cifar10", "cifar100"):
+        images = load_digits_split(split, cfg.image_size or 16, cfg.test_fraction, cfg.split_seed)
+    elif cfg.source in ("cifar10", "cifar100"):
         from clsp.data.cifar import load_cifar_split
 
         images = load_cifar_split(cfg.source, cfg.root, split, cfg.download)
-    elif cfg.source == "stl10":
+    else:
         from clsp.data.stl10 import load_stl10_split
 
         images = load_stl10_split(cfg.root, split, cfg.download)
-    else:
-        from clsp.data.folder import load_image_folder
-
-        return load_image_folder(cfg.root, cfg.image_size, cfg.skip_bad_images)
-    if cfg.image_size is None:
-        return images
-    return ImageSet(images.name, resize_images(images.images, cfg.image_size), images.labels, images.class_names)
+    pixels = images.images if cfg.channels is None else to_channels(images.images, cfg.channels)
+    if cfg.image_size is not None:
+        pixels = resize_images(pixels, cfg.image_size)
+    return ImageSet(images.name, pixels, images.labels, images.class_names)
 
 
 __all__ = ["ImageSet", "check_split", "load_images"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from clsp.data.imageset import ImageSet, resize_images
+from clsp.data.imageset import ImageSet, resize_images, to_channels
 from clsp.errors import ClspError
 from clsp.progress import track, warn
 
@@ -19,15 +19,18 @@ def _visible_files(root: Path) -> list[Path]:
     )
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    """uint8 ``[H, W, channels]``: decoded to RGB (palette expanded, alpha ignored), then :func:`to_channels`."""
     with Image.open(path) as picture:
-        return np.array(picture.convert("RGB"), dtype=np.uint8)
+        rgb = np.array(picture.convert("RGB"), dtype=np.uint8)
+    return to_channels(rgb[None], channels)[0]
 
 
 def load_image_folder(
-    root: Path, image_size: int | None, skip_bad_images: bool = False, option: str = "data.root"
+    root: Path, image_size: int | None, skip_bad_images: bool = False, option: str = "data.root", channels: int = 3
 ) -> ImageSet:
-    """Every image under ``root`` as uint8 ``[N, S, S, 3]``; errors name ``root`` as the ``option`` that gave it.
+    """Every image under ``root`` as uint8 ``[N, S, S, channels]``; errors name ``root`` as the ``option`` that
+    gave it. ``channels`` 1 makes every image grey, 3 RGB (the rule: ``DataConfig.channels``), before resizing.
 
     Images are resized on the shorter side and centre-cropped to ``image_size``; with ``image_size`` None they
     must all share one size. Labels are the first-level sub-folder names (sorted, indexed from 0) when every
@@ -50,7 +53,7 @@ def load_image_folder(
     images, folders, bad = [], [], []
     for path in track(files, f"reading {root}"):
         try:
-            array = _read_rgb(path)
+            array = _read_image(path, channels)
         except (UnidentifiedImageError, OSError, ValueError) as e:
             if not skip_bad_images:
                 raise ClspError(

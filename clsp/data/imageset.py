@@ -66,6 +66,24 @@ class ImageSet:
         return digest.hexdigest()
 
 
+LUMA_WEIGHTS = (299, 587, 114)
+"""ITU-R 601 luma in thousandths: grey = (299 R + 587 G + 114 B + 500) // 1000 on uint8 values."""
+
+
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ``[N, H, W, C]`` as ``[N, H, W, channels]``: RGB -> grey by :data:`LUMA_WEIGHTS` (an image with
+    R = G = B keeps its value), grey -> RGB by repeating it; unchanged when C is already ``channels``."""
+    have = images.shape[3]
+    if have == channels:
+        return images
+    if (have, channels) == (1, 3):
+        return np.repeat(images, 3, axis=3)
+    if (have, channels) == (3, 1):
+        luma = (images.astype(np.uint32) @ np.array(LUMA_WEIGHTS, np.uint32) + 500) // 1000
+        return luma.astype(np.uint8)[..., None]
+    raise ValueError(f"cannot turn {have}-channel images into {channels} channels")
+
+
 def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarray:
     """Resize uint8 ``[N, H, W, C]`` images to ``[N, size, size, C]`` with antialiased bilinear interpolation.
 

@@ -1,8 +1,9 @@
 """The interpolating DDIM sampler (method.md 2.2-2.3): every step re-noises the anchor and blends features.
 
 The loop takes any denoiser callable ``(x_t, anchor_t, t, w) -> eps``, so the torch module, ONNX Runtime
-and TensorRT backends share it. All noise comes from one random stream per ``(image index, candidate
-index)``, so a positive does not depend on the batch it was made in.
+and TensorRT backends share it. All noise comes from one counter-based stream per ``(image index, candidate
+index)`` (:mod:`clsp.diffusion.noise`), computed on the anchors' device, so a positive does not depend on the batch,
+process or device it was made on.
 """
 
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 
 from clsp.config import Config
+from clsp.diffusion.noise import NoiseStreams
 from clsp.errors import ClspError
 
 Denoiser = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -75,25 +77,6 @@ def make_scheduler(settings: SamplerSettings) -> Scheduler:
     return scheduler
 
 
-class NoiseStreams:
-    """One independent Gaussian stream per ``(seed, image index, candidate index)``.
-
-    Each call to :meth:`draw` takes the next tensor from every stream, so a sample's noise depends only on
-    its own key and on how many draws came before, never on its batch neighbours.
-    """
-
-    def __init__(self, seed: int, image_indices: Tensor, candidate_indices: Tensor) -> None:
-        self.generators = []
-        for image, candidate in zip(image_indices.tolist(), candidate_indices.tolist(), strict=True):
-            key = np.random.SeedSequence([seed, image, candidate]).generate_state(1, np.uint64)[0]
-            self.generators.append(torch.Generator().manual_seed(int(key)))
-
-    def draw(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
-        """float32 ``[B, *shape]``, drawn on the CPU so every device gets the same numbers."""
-        noise = [torch.randn(shape, generator=g) for g in self.generators]
-        return torch.stack(noise).to(device)
-
-
 def check_inputs(anchors: Tensor, weight: Tensor, sample_shape: tuple[int, int, int] | None) -> None:
     """Raise ClspError unless anchors are float ``[B, *sample_shape]`` in [-1, 1] and weights ``[B]`` in [0, 1]."""
     if anchors.ndim != 4 or not anchors.is_floating_point():
@@ -134,7 +117,7 @@ def interpolation_step(
     ``x_t``, ``anchors`` (clean, in [-1, 1]) and the noises are float32 ``[B, C, H, W]``; ``w`` float ``[B]``.
     ``variance_noise`` is DDIM's z (unused when ``eta`` is 0 or the solver is deterministic).
     """
-    alpha_bar = scheduler.alphas_cumprod[t].to(x_t.device)
+    alpha_bar = scheduler.alphas_cumprod[t]  # a CPU scalar: no host-device copy, no sync
     anchor_t = alpha_bar.sqrt() * anchors + (1 - alpha_bar).sqrt() * anchor_noise
     timesteps = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
     autocast = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -204,7 +187,13 @@ def images_to_model(images: np.ndarray | Tensor) -> Tensor:
     return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
-def model_to_images(x: Tensor) -> np.ndarray:
-    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]``, truncating like the reference (method.md 2.3)."""
+def model_to_uint8(x: Tensor) -> Tensor:
+    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 ``[N, H, W, C]`` on the same device, truncating like the reference
+    (method.md 2.3)."""
     scaled = (x.detach().float().clamp(-1, 1) + 1) / 2 * 255
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def model_to_images(x: Tensor) -> np.ndarray:
+    """:func:`model_to_uint8` as a numpy array."""
+    return model_to_uint8(x).cpu().numpy()

@@ -8,7 +8,13 @@ import typer
 from clsp.cli_args import ConfigArgument, SetOption
 
 
-def eval_command(config: ConfigArgument, overrides: SetOption = None) -> None:
+def eval_command(
+    config: ConfigArgument,
+    overrides: SetOption = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
+    ] = "auto",
+) -> None:
     """Evaluate the backbone in <output_dir>/ssl: final-epoch linear probe, weighted kNN (best k and the config's
     fixed k), the CLSP alignment term on the stored positives, and plots. Writes <output_dir>/eval/: metrics.json,
     report.md, embedding.png, curves.png and positives.png."""
@@ -18,7 +24,7 @@ def eval_command(config: ConfigArgument, overrides: SetOption = None) -> None:
     from clsp.evaluation.evaluate import evaluate_run  # torch loads slowly: only once the config is valid
     from clsp.progress import print_summary
 
-    result = evaluate_run(cfg)
+    result = evaluate_run(cfg, device)
     print_summary(f"evaluation: {result.metrics['method_label']}", result.summary())
 
 

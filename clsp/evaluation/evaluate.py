@@ -36,6 +36,8 @@ class EvalResult:
     metrics: dict[str, Any]
     directory: Path
     seconds: float
+    device: str
+    """Where features, probe and kNN ran (:func:`clsp.accelerator.describe_device`)."""
 
     def summary(self) -> dict[str, object]:
         m = self.metrics
@@ -60,6 +62,7 @@ class EvalResult:
             q = quality_rows(m["positives_quality"])
             rows["positives: class kept"] = q["class kept"]
         rows["report"] = self.directory / "report.md"
+        rows["device"] = self.device
         rows["time"] = f"{self.seconds:.0f} s"
         return rows
 
@@ -114,9 +117,15 @@ def _positive_store(cfg: Config) -> PositiveStore | None:
     return PositiveStore.open(root, check="full")
 
 
-def evaluate_run(cfg: Config) -> EvalResult:
-    """Linear probe, kNN, alignment and plots for the backbone in ``<output_dir>/ssl``; returns the metrics."""
+def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
+    """Linear probe, kNN, alignment and plots for the backbone in ``<output_dir>/ssl``; returns the metrics.
+
+    ``device``: ``auto`` (a CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    from clsp.accelerator import describe_device, pick_device
     from clsp.ssl.backbones import load_backbone
+
+    requested, device = device, pick_device(device)
 
     started = time.perf_counter()
     ssl_dir = cfg.run.output_dir / "ssl"
@@ -127,6 +136,7 @@ def evaluate_run(cfg: Config) -> EvalResult:
     save_resolved_config(cfg, out)
     torch.manual_seed(cfg.run.seed)
     encoder, spec = load_backbone(ssl_dir)
+    encoder.to(device)
     for p in encoder.parameters():
         p.requires_grad_(False)  # method.md 4.2: the backbone is frozen
     mean, std = spec["mean"], spec["std"]
@@ -139,6 +149,9 @@ def evaluate_run(cfg: Config) -> EvalResult:
     train_f_flipped = extract_features(encoder, train.images, mean, std, hflip=True) if flip else None
     test_f = extract_features(encoder, test.images, mean, std, description="features (test)")
     train_l, test_l = torch.from_numpy(train.labels).long(), torch.from_numpy(test.labels).long()
+    # The probe and kNN run where the encoder did (features are extracted to the CPU).
+    train_f, test_f, train_l, test_l = (t.to(device) for t in (train_f, test_f, train_l, test_l))
+    train_f_flipped = None if train_f_flipped is None else train_f_flipped.to(device)
     assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
 
     probe = train_linear_probe(
@@ -211,7 +224,7 @@ def evaluate_run(cfg: Config) -> EvalResult:
     metrics["eval_seconds"] = seconds
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1))
     write_report(metrics, out / "report.md")
-    return EvalResult(metrics, out, seconds)
+    return EvalResult(metrics, out, seconds, describe_device(device, requested))
 
 
 def _last_epoch(path: Path) -> dict[str, float]:

@@ -28,15 +28,19 @@ def extract_features(
     std: Sequence[float],
     batch_size: int = 256,
     hflip: bool = False,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     description: str = "features",
 ) -> Tensor:
     """Encode uint8 ``[N, H, W, C]`` images (mirrored left-right when ``hflip``) into float32 ``[N, D]`` on the CPU.
 
-    A torch module is put in eval mode (BatchNorm running statistics, no dropout) and run without gradients.
+    Batches go to ``device``; None means the torch module's own device (the CPU for other encoders). A torch
+    module is put in eval mode (BatchNorm running statistics, no dropout) and run without gradients.
     """
     if isinstance(encoder, torch.nn.Module):
         encoder.eval()
+        if device is None:
+            device = next(encoder.parameters()).device
+    device = device or "cpu"
     chunks = []
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(images))

@@ -33,7 +33,7 @@ def knn_accuracy(
         neighbour_labels = train_labels[top_idx]
         truth = test_labels[start : start + chunk_size]
         for k in ks:
-            scores = torch.zeros(len(truth), num_classes)
+            scores = torch.zeros(len(truth), num_classes, device=votes.device)
             scores.scatter_add_(1, neighbour_labels[:, :k], votes[:, :k])
             correct[k] += (scores.argmax(1) == truth).sum().item()
     return {k: 100.0 * correct[k] / len(test) for k in ks}

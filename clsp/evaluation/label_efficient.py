@@ -58,7 +58,7 @@ def label_efficient_eval(
     The probe is the full-label one (same lr, SGD, flip-only augmentation) given the same number of SGD steps:
     ``epochs`` grows as the subset shrinks, milestones in proportion. Features are float ``[N, D]``.
     """
-    labels = train_labels.numpy()
+    labels = train_labels.cpu().numpy()
     full_steps = epochs * math.ceil(len(labels) / batch_size)
     results: dict[str, Any] = {}
     with progress_bar() as progress:
@@ -66,7 +66,7 @@ def label_efficient_eval(
         for fraction in fractions:
             linear, knn = [], []
             for draw in range(draws):
-                rows = torch.from_numpy(balanced_subset(labels, fraction, seed, draw))
+                rows = torch.from_numpy(balanced_subset(labels, fraction, seed, draw)).to(train_features.device)
                 sub_epochs = max(epochs, math.ceil(full_steps / math.ceil(len(rows) / batch_size)))
                 probe = train_linear_probe(
                     train_features[rows], train_labels[rows], test_features, test_labels,

@@ -51,29 +51,30 @@ def train_linear_probe(
     generator = torch.Generator().manual_seed(seed)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     torch.manual_seed(seed)
-    head = nn.Linear(train_features.shape[1], num_classes)
+    device = train_features.device  # random draws stay on the CPU, so every device sees the same ones
+    head = nn.Linear(train_features.shape[1], num_classes).to(device)
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.1)
     losses = []
     with progress_bar() as progress:
         task = progress.add_task("linear probe", total=epochs, visible=show_progress)
         for _ in range(epochs):
-            order = torch.randperm(len(train_features), generator=generator)
+            order = torch.randperm(len(train_features), generator=generator).to(device)
             if train_features_flipped is None:
                 features = train_features
             else:
-                flip = torch.rand(len(train_features), generator=generator) < 0.5
+                flip = (torch.rand(len(train_features), generator=generator) < 0.5).to(device)
                 features = torch.where(flip[:, None], train_features_flipped, train_features)
-            total = 0.0
+            total = torch.zeros((), device=device)
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 loss = F.cross_entropy(head(features[idx]), train_labels[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(idx)
+                total += loss.detach() * len(idx)
             schedule.step()
-            losses.append(total / len(order))
+            losses.append(total.item() / len(order))  # one host sync per epoch
             progress.advance(task)
     with torch.no_grad():
         logits = head(test_features)

@@ -33,6 +33,9 @@ def generate(
         int | None, typer.Option("--limit", help="Only the first N training images (a quick subset).")
     ] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="Denoiser backend (positives.backend).")] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
+    ] = "auto",
 ) -> None:
     """Generate k positives per training image into <output_dir>/positives (or ssl.positives).
 
@@ -43,7 +46,7 @@ def generate(
     cfg = load_config(config, [*(overrides or []), *([f"positives.backend={backend}"] if backend else [])])
     from clsp.positives.generate import generate_positives
 
-    result = generate_positives(cfg, limit)
+    result = generate_positives(cfg, limit, device)
     if result.num_processes == 1 or _is_main_process():
         print_summary("positives generate", result.summary())
 
@@ -161,7 +164,8 @@ def sweep(
 
 @positives_app.command("verify")
 def verify(store: StoreArgument) -> None:
-    """Check every shard against the manifest (presence, size, shape, SHA-256) and report; exit 2 on problems."""
+    """Check every shard against the manifest (presence, size, shape, SHA-256) and report them with the backend and
+    precision that made the positives; exit 2 on problems."""
     from clsp.positives.store import PositiveStore
 
     opened = PositiveStore.open(store, check="none")
@@ -173,6 +177,8 @@ def verify(store: StoreArgument) -> None:
         {
             "images x candidates": f"{opened.n} x {opened.num_candidates}, {opened.image_shape} uint8",
             "shards finished": f"{len(opened.finished_shards())} of {opened.num_shards}",
+            "denoiser backend": opened.provenance.get("backend", "not recorded"),
+            "precision": opened.provenance.get("sampler", {}).get("precision", "not recorded"),
             "problems": len(problems),
         },
     )

@@ -8,6 +8,7 @@ index), so the store is the same for any batch size, process count or resume poi
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import numpy as np
 import torch
 from rich.progress import TextColumn
 
-from clsp.accelerator import stage_accelerator
+from clsp.accelerator import describe_device, pick_device, stage_accelerator
 from clsp.config import Config, save_resolved_config
 from clsp.data import ImageSet, load_images
 from clsp.data.imageset import resize_images
-from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, model_to_images, sample_positives
+from clsp.diffusion.noise import NOISE_VERSION
+from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, model_to_uint8, sample_positives
 from clsp.diffusion.unet import (
     SHIPPED,
     InterpolatingDenoiser,
@@ -41,6 +43,7 @@ class GenerationResult:
     seconds: float
     complete: bool
     num_processes: int
+    device: str
 
     def summary(self) -> dict[str, object]:
         rate = self.generated / self.seconds if self.seconds > 0 else 0.0
@@ -50,6 +53,7 @@ class GenerationResult:
             "wall time": f"{self.seconds:.1f} s",
             "positives / s": f"{rate:.2f}",
             "processes": self.num_processes,
+            "device": self.device,
             "complete": "yes" if self.complete else "no: rerun to finish",
         }
 
@@ -106,29 +110,40 @@ def generate_shard(
 ) -> np.ndarray:
     """All k candidates of dataset rows ``rows``: uint8 ``[len(rows), k, H, W, C]``.
 
-    The (row, candidate) pairs are flattened and sampled ``batch_size`` at a time.
+    The (row, candidate) pairs are flattened row-major and sampled ``batch_size`` at a time. Results are copied
+    off the device without blocking (into pinned memory on CUDA); the host waits once, at the end of the shard.
     """
-    pairs = [(i, j) for i in rows for j in range(num_candidates)]
-    out = np.empty((len(rows), num_candidates, *anchors.shape[1:]), dtype=np.uint8)
-    for start in range(0, len(pairs), batch_size):
-        batch = pairs[start : start + batch_size]
-        image_idx = torch.tensor([i for i, _ in batch])
-        cand_idx = torch.tensor([j for _, j in batch])
-        x0 = images_to_model(anchors[image_idx.numpy()]).to(device)
-        samples = sample_positives(denoiser, x0, weight, image_idx, cand_idx, seed, settings)
-        out[image_idx.numpy() - rows.start, cand_idx.numpy()] = model_to_images(samples)
+    local = torch.arange(len(rows)).repeat_interleave(num_candidates)
+    image_idx, cand_idx = local + rows.start, torch.arange(num_candidates).repeat(len(rows))
+    x0 = images_to_model(anchors[rows.start : rows.stop]).to(device)
+    pinned = device.type == "cuda"
+    out = torch.empty((len(local), *anchors.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
+    for start in range(0, len(local), batch_size):
+        batch = slice(start, start + batch_size)
+        samples = sample_positives(
+            denoiser, x0[local[batch].to(device)], weight, image_idx[batch], cand_idx[batch], seed, settings
+        )
+        out[batch].copy_(model_to_uint8(samples), non_blocking=pinned)
         if on_batch is not None:
-            on_batch(len(batch))
-    return out
+            on_batch(len(local[batch]))
+    if pinned:
+        torch.cuda.current_stream(device).synchronize()
+    return out.numpy().reshape(len(rows), num_candidates, *anchors.shape[1:])
 
 
-def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResult:
-    """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``)."""
+def generate_positives(cfg: Config, limit: int | None = None, device: str = "auto") -> GenerationResult:
+    """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``).
+
+    ``device``: ``auto`` (each process's CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
     settings = SamplerSettings.from_config(cfg)
     settings.check()  # before anything is loaded or the store is created
-    accelerator = stage_accelerator()
+    chosen = pick_device(device)
+    if chosen.type == "cuda" and chosen.index is not None:
+        torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
+    accelerator = stage_accelerator(**({"cpu": True} if chosen.type == "cpu" and torch.cuda.is_available() else {}))
     p = cfg.positives
     dataset, anchors = anchor_images(cfg, limit)
     unet = load_trained_unet(cfg)
@@ -138,15 +153,18 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
             f"the UNet makes {list(denoiser.sample_shape)} [C,H,W] images but the anchors are "
             f"{list(anchors.shape[1:])} [H,W,C]; set diffusion.image_size to the UNet's size"
         )
-    from clsp.runtime.load import load_denoiser  # imports clsp.export, which imports this module
+    from clsp.runtime.load import effective_precision, load_denoiser  # imports clsp.export, which imports this module
 
     denoiser = load_denoiser(cfg, denoiser, accelerator.device)  # positives.backend: the module or its export
+    precision = effective_precision(cfg)  # ort and pt2 run fp32 whatever positives.precision says
     provenance = {
         "dataset": dataset.name,
         "unet_sha256": unet_content_hash(unet),
         **shipped_unet_record(cfg),
-        "sampler": {"weight": p.weight, "num_layers": p.num_layers, **settings.__dict__},
+        "backend": p.backend,
+        "sampler": {"weight": p.weight, "num_layers": p.num_layers, **settings.__dict__, "precision": precision},
         "seed": p.seed,
+        "noise": NOISE_VERSION,
     }
     root = store_path(cfg)
     header = dict(
@@ -178,12 +196,19 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
                 done = progress.tasks[task].completed + count
                 progress.update(task, completed=done, rate=f"{done / (time.perf_counter() - started):.2f}")
 
-            for shard in todo:
-                positives = generate_shard(
-                    denoiser, anchors, store.shard_rows(shard), p.num_candidates, p.weight, p.seed, settings,
-                    p.batch_size, accelerator.device, advance,
-                )  # fmt: skip
-                store.write_shard(shard, positives)
+            # One writer thread: shard i is hashed and written while shard i + 1 is generated (at most one waits).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+                writing = None
+                for shard in todo:
+                    positives = generate_shard(
+                        denoiser, anchors, store.shard_rows(shard), p.num_candidates, p.weight, p.seed, settings,
+                        p.batch_size, accelerator.device, advance,
+                    )  # fmt: skip
+                    if writing is not None:
+                        writing.result()  # raises a failed write here
+                    writing = writer.submit(store.write_shard, shard, positives)
+                if writing is not None:
+                    writing.result()
         written = accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum").item()
         accelerator.wait_for_everyone()
     final = PositiveStore.open(root, check="none")
@@ -193,4 +218,5 @@ def generate_positives(cfg: Config, limit: int | None = None) -> GenerationResul
         seconds=time.perf_counter() - started,
         complete=final.is_complete,
         num_processes=accelerator.num_processes,
+        device=describe_device(accelerator.device, device),
     )

@@ -80,3 +80,61 @@ def test_layout_errors(tmp_path: Path) -> None:
     save(sizes / "b.png", (5, 4), (0, 0, 0))
     with pytest.raises(ClspError, match=r"b.png: size 5x4 differs .* set data.image_size"):
         load_images(DataConfig(source="folder", root=sizes), "all")
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """The stated rule, written out: (299 R + 587 G + 114 B + 500) // 1000."""
+    r, g, b = (rgb[..., i].astype(int) for i in range(3))
+    return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)
+
+
+def save_every_mode(root: Path, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One PNG per mode an image folder holds in practice (``size`` is W x H); returns each file's RGB pixels."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    w, h = size
+    rgb, grey, alpha = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+    files = {
+        "a_rgb.png": Image.fromarray(rgb),
+        "b_grey.png": Image.fromarray(grey[..., 0]),
+        "c_grey_alpha.png": Image.fromarray(np.dstack([grey[..., 0], alpha[..., 0]]), "LA"),
+        "d_rgba.png": Image.fromarray(np.dstack([rgb, alpha[..., 0]]), "RGBA"),
+        "e_palette.png": Image.fromarray(rgb).quantize(16),
+    }
+    files["e_palette.png"].info["transparency"] = 0  # palette entry 0 is transparent
+    for name, picture in files.items():
+        picture.save(root / name)
+    return {name: np.array(Image.open(root / name).convert("RGB")) for name in files}
+
+
+def test_every_image_mode_follows_the_one_channel_rule(tmp_path: Path) -> None:
+    decoded = save_every_mode(tmp_path, (9, 7))
+    grey = load_images(DataConfig(source="folder", root=tmp_path, channels=1), "all").images
+    rgb = load_images(DataConfig(source="folder", root=tmp_path), "all").images
+    assert grey.shape == (5, 7, 9, 1) and rgb.shape == (5, 7, 9, 3)
+    for i, name in enumerate(sorted(decoded)):  # alpha ignored, palette expanded
+        np.testing.assert_array_equal(rgb[i], decoded[name], err_msg=name)
+        np.testing.assert_array_equal(grey[i, ..., 0], luma(decoded[name]), err_msg=name)
+    for i in (1, 2):  # grey files keep their values and come back as R = G = B
+        stored = np.array(Image.open(tmp_path / sorted(decoded)[i]).getchannel("L"))
+        np.testing.assert_array_equal(grey[i, ..., 0], stored)
+        np.testing.assert_array_equal(rgb[i], np.repeat(grey[i], 3, axis=2))
+
+
+def test_mixed_sizes_are_made_grey_then_resized(tmp_path: Path) -> None:
+    save_every_mode(tmp_path / "wide", (30, 12))
+    save_every_mode(tmp_path / "tall", (10, 25))
+    grey = load_images(DataConfig(source="folder", root=tmp_path, image_size=8, channels=1), "all")
+    rgb = load_images(DataConfig(source="folder", root=tmp_path, image_size=8, channels=3), "all")
+    assert grey.images.shape == (10, 8, 8, 1) and rgb.images.shape == (10, 8, 8, 3)
+    np.testing.assert_array_equal(grey.labels, rgb.labels)
+    for i in (1, 2, 6, 7):  # grey files: one channel of the RGB read, resized alike
+        np.testing.assert_array_equal(grey.images[i], rgb.images[i, ..., :1])
+
+
+def test_channels_apply_to_every_source() -> None:
+    own = load_images(DataConfig(source="digits"), "test").images
+    rgb = load_images(DataConfig(source="digits", channels=3), "test").images
+    assert own.shape[3] == 1 and rgb.shape == (*own.shape[:3], 3)
+    np.testing.assert_array_equal(rgb, np.repeat(own, 3, axis=3))
+    np.testing.assert_array_equal(load_images(DataConfig(source="digits", channels=1), "test").images, own)

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from clsp.diffusion.sampler import (
-    NoiseStreams,
     SamplerSettings,
     images_to_model,
     interpolation_step,
@@ -90,17 +89,6 @@ def test_loop_visits_every_step_and_clips():
     assert all(torch.equal(c[3], torch.full((3,), 0.25)) for c in denoiser.calls)
     assert out.shape == anchors.shape and out.dtype == torch.float32
     assert out.min() >= -1 and out.max() <= 1
-
-
-def test_noise_streams_depend_only_on_their_key():
-    both = NoiseStreams(7, torch.tensor([4, 9]), torch.tensor([0, 2]))
-    alone = NoiseStreams(7, torch.tensor([9]), torch.tensor([2]))
-    for _ in range(3):
-        assert torch.equal(both.draw((2, 3), torch.device("cpu"))[1], alone.draw((2, 3), torch.device("cpu"))[0])
-    other = NoiseStreams(7, torch.tensor([9, 9, 9]), torch.tensor([2, 3, 2]))
-    first = other.draw((5,), torch.device("cpu"))
-    assert not torch.equal(first[0], first[1]) and torch.equal(first[0], first[2])
-    assert not torch.equal(NoiseStreams(8, torch.tensor([9]), torch.tensor([2])).draw((5,), "cpu")[0], first[0])
 
 
 def test_same_seeds_same_positives_whatever_the_batching(tiny_denoiser):

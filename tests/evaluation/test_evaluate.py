@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from clsp.config import load_config
 from clsp.data import load_images
@@ -65,3 +66,34 @@ def test_compare_reads_the_fields_it_compares(tmp_path: Path) -> None:
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(METRICS))
     assert read_run_metrics(tmp_path) == METRICS
+
+
+def random_run(tmp_path: Path, *overrides: str):
+    """A digits run whose backbone is a random small CNN (no training needed to exercise eval)."""
+    cfg = load_config(
+        REPO_ROOT / "configs" / "digits.yaml",
+        [f"run.output_dir={tmp_path}", "eval.linear_epochs=3", "eval.linear_milestones=[2]", "eval.label_draws=2"],
+    )
+    encoder, dim = build_backbone("small-cnn", in_channels=1)
+    spec = {"backbone": "small-cnn", "stem": "cifar", "in_channels": 1, "feature_dim": dim, "image_size": 16}
+    save_backbone(encoder, tmp_path / "ssl", {**spec, "method": "simclr", "mean": [0.3], "std": [0.3]})
+    return cfg
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_eval_refuses_an_unusable_device_before_any_work(tmp_path: Path) -> None:
+    cfg = random_run(tmp_path)
+    with pytest.raises(ClspError, match="--device cuda: no CUDA GPU is usable here"):
+        evaluate_run(cfg, "cuda")
+    assert not (tmp_path / "eval").exists()
+    assert evaluate_run(cfg).device == "cpu (no CUDA GPU found)"  # auto says why it runs on the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_eval_on_the_gpu_matches_the_cpu(tmp_path: Path) -> None:
+    cfg = random_run(tmp_path)
+    cpu = evaluate_run(cfg, "cpu").metrics
+    gpu = evaluate_run(cfg, "cuda")
+    assert gpu.device.startswith("cuda")
+    assert gpu.metrics["knn"]["fixed_top1"] == pytest.approx(cpu["knn"]["fixed_top1"], abs=0.5)
+    assert gpu.metrics["linear"]["top1"] == pytest.approx(cpu["linear"]["top1"], abs=1.0)

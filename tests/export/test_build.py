@@ -10,6 +10,9 @@ from clsp.errors import ClspError
 from clsp.export import build
 from clsp.export.artifacts import METADATA_FILE, artifact_dir
 from clsp.export.build import export_model, export_run, run_specs
+from clsp.export.parity import check_parity
+from clsp.runtime.layout import standard_strides
+from clsp.runtime.ort import OrtModel
 
 
 def leftovers(directory: Path) -> list[Path]:
@@ -26,8 +29,9 @@ def test_export_writes_artifact_and_metadata(exported_run: Path, fmt: str, kind:
     assert len(metadata["key"]) == 64 and metadata["format"] == fmt and metadata["kind"] == kind
     assert set(metadata["versions"]) >= {"torch", "onnx", "onnxruntime", "tensorrt", "cuda"}
     assert metadata["model"]["image_size"] == 16 and metadata["model"]["channels"] == 1
-    (parity,) = metadata["parity"]
-    assert parity["batch"] == 3 and parity["max_rel"] <= 1e-4
+    real = "digits/train[:64] anchors" if kind == "denoiser" else "digits/test images"
+    assert [p["inputs"] for p in metadata["parity"]] == ["random", "odd strides", real]
+    assert all(p["batch"] == 3 and p["max_rel"] <= 1e-4 for p in metadata["parity"])
     if kind == "denoiser":
         assert [t["name"] for t in metadata["inputs"]] == ["x_t", "anchor_t", "t", "w"]
         assert metadata["inputs"][2] == {"name": "t", "shape": ["batch"], "dtype": "int64"}
@@ -78,7 +82,7 @@ def test_parity_failure_reports_figures_and_writes_nothing(fresh_run: Path, conf
     cfg = config_of(fresh_run, "export.rtol=1e-12")
     (_, encoder) = run_specs(cfg)
     with pytest.raises(
-        ClspError, match=r"encoder onnx export differs from PyTorch at batch 3: features: max abs .* max rel"
+        ClspError, match=r"encoder onnx export differs from PyTorch at batch 3: features \(random\): max abs .* max rel"
     ):
         export_model(encoder, "onnx", fresh_run, cfg.export, check=True)
     directory = artifact_dir(fresh_run, "onnx", "encoder")
@@ -86,6 +90,18 @@ def test_parity_failure_reports_figures_and_writes_nothing(fresh_run: Path, conf
     assert not leftovers(fresh_run)
     unchecked = export_model(encoder, "onnx", fresh_run, cfg.export, check=False)
     assert unchecked.rebuilt and unchecked.metadata["parity"] is None
+
+
+def test_parity_catches_a_backend_that_ignores_strides(exported_run: Path, config_of) -> None:
+    (spec,) = run_specs(config_of(exported_run), ("encoder",))
+    model = OrtModel(artifact_dir(exported_run, "onnx", "encoder") / "model.onnx")
+
+    def stride_blind(x: torch.Tensor) -> torch.Tensor:  # reads the memory as if it were row-major
+        return model(x.as_strided(x.shape, standard_strides(x.shape)))
+
+    assert all(p.passed for p in check_parity(spec, model, "onnx", 1e-4, "cpu", 3))
+    with pytest.raises(ClspError, match=r"at batch 3: features \(odd strides\): max abs .* FAILED; nothing was"):
+        check_parity(spec, stride_blind, "onnx", 1e-4, "cpu", 3)
 
 
 def test_an_interrupted_export_leaves_no_artifact_that_looks_complete(
@@ -123,12 +139,14 @@ def test_nothing_to_export_names_both_missing_models(tmp_path: Path, config_of) 
         export_run(config_of(tmp_path / "empty"), ("torchscript",))
 
 
-def test_a_run_without_an_encoder_exports_the_denoiser_and_warns(fresh_run: Path, config_of, capsys) -> None:
+def test_a_missing_encoder_is_an_error_unless_the_denoiser_is_asked_alone(fresh_run: Path, config_of) -> None:
     for path in (fresh_run / "ssl").iterdir():
         path.unlink()
-    (result,) = export_run(config_of(fresh_run), ("torchscript",))
+    with pytest.raises(ClspError, match=r"no trained encoder in .*; to export the rest alone, pass --model denoiser$"):
+        export_run(config_of(fresh_run), ("torchscript",))
+    assert not (fresh_run / "export").exists()
+    (result,) = export_run(config_of(fresh_run), ("torchscript",), models=("denoiser",))
     assert result.kind == "denoiser"
-    assert "no trained encoder" in capsys.readouterr().err
 
 
 def test_devices_and_parity_batch_fit_tensorrt_profiles(config_of, tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -
     store = PositiveStore.open(a / "positives")
     assert store.provenance["sampler"]["weight"] == 0.1 and store.provenance["sampler"]["num_steps"] == 20
     assert len(store.provenance["unet_sha256"]) == 64
+    assert store.provenance["backend"] == "torch" and store.provenance["sampler"]["precision"] == "bf16"
     assert not np.array_equal(store.candidate(0, 0), store.candidate(0, 1))
     assert (a / "positives" / "config.yaml").is_file()
     again = generate_positives(cfg_a, limit=12)  # everything finished: nothing to do

@@ -1,10 +1,13 @@
 """``generate_positives`` with an exported denoiser runs the same sampler loop and makes the same positives."""
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from clsp.cli import app
 from clsp.errors import ClspError
 from clsp.positives.generate import generate_positives
 from clsp.positives.store import PositiveStore
@@ -50,3 +53,39 @@ def test_generate_command_backend_option_picks_the_export(
     assert exported.is_complete and exported.n == 8
     difference = np.abs(reference.astype(int) - np.stack([exported[i] for i in range(8)]).astype(int))
     assert difference.max() <= 1
+
+
+@pytest.mark.slow
+def test_compiled_torch_denoiser_makes_the_eager_positives_within_one_level(
+    fresh_run: Path, tmp_path: Path, config_of
+) -> None:
+    reference = positives(config_of(fresh_run, f"ssl.positives={tmp_path / 'eager'}"))
+    compiled = positives(config_of(fresh_run, f"ssl.positives={tmp_path / 'compiled'}", "positives.compile=true"))
+    difference = np.abs(reference.astype(int) - compiled.astype(int))
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.99
+
+
+def test_compile_is_refused_for_exported_backends(fresh_run: Path, config_of) -> None:
+    with pytest.raises(ClspError, match="compile applies to the torch backend only"):
+        config_of(fresh_run, "positives.backend=ort", "positives.compile=true")
+
+
+def test_a_store_records_its_backend_and_real_precision_and_never_mixes_them(
+    exported_run: Path, tmp_path: Path, config_of
+) -> None:
+    store = tmp_path / "store"
+    ort_bf16 = config_of(exported_run, f"ssl.positives={store}", "positives.backend=ort", "positives.precision=bf16")
+    assert generate_positives(ort_bf16, limit=4).complete
+    provenance = PositiveStore.open(store).provenance
+    assert provenance["backend"] == "ort" and provenance["sampler"]["precision"] == "fp32"  # ONNX runs fp32
+    ort_fp32 = config_of(exported_run, f"ssl.positives={store}", "positives.backend=ort", "positives.precision=fp32")
+    assert generate_positives(ort_fp32, limit=4).generated == 0  # the same positives: resumed, nothing to do
+    with pytest.raises(ClspError) as refused:  # torch under bf16 autocast makes other positives
+        generate_positives(config_of(exported_run, f"ssl.positives={store}", "positives.precision=bf16"), limit=4)
+    message = str(refused.value)
+    assert '(provenance.backend: "ort" -> "torch"; provenance.sampler.precision: "fp32" -> "bf16")' in message
+    assert "\n" not in message
+    verified = CliRunner().invoke(app, ["positives", "verify", str(store)], env={"COLUMNS": "240"})
+    assert verified.exit_code == 0, verified.output
+    assert re.search(r"denoiser backend\s*│ ort ", verified.output)
+    assert re.search(r"precision\s*│ fp32 ", verified.output)
