@@ -219,9 +219,11 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled step (saves compile time)")
+    parser.add_argument("--batches", type=int, nargs="+", help="step batch sizes (default 256 1024; dry run 4 8)")
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu"))
     sizes = Sizes(args.dry_run)
+    sizes.batches = tuple(args.batches or sizes.batches)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"torch {torch.__version__}, {device} ({name}), {torch.get_num_threads()} threads, dry run: {args.dry_run}")
     rows: list[Row] = []

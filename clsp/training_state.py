@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
+from clsp.atomic import replace_folder
 from clsp.errors import ClspError
 
 MODEL_FILE, OPTIMIZER_TENSORS, OPTIMIZER_JSON, PROGRESS_FILE = (
@@ -142,12 +143,7 @@ def commit_pending_state(accelerator: Accelerator, state_dir: Path) -> None:
     pending = _pending(state_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and pending.is_dir():
-        old = state_dir.with_name(f".{state_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if state_dir.exists():
-            state_dir.rename(old)
-        pending.rename(state_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(pending, state_dir)
     accelerator.wait_for_everyone()
 
 

@@ -87,7 +87,9 @@ def features_command(
             help="A folder of images instead of a split, resized to the encoder's size and channels (data.channels rule).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
+    ] = "auto",
     run: RunOption = None,
 ) -> None:
     """Encode a split (or an image folder) with the run's encoder on a backend and save the features."""
@@ -96,14 +98,15 @@ def features_command(
     if split is not None and input_dir is not None:
         raise ClspError("give --split or --input, not both")
     cfg = load_config(config, overrides or [])
+    from clsp.accelerator import describe_device, pick_device
     from clsp.data import check_split
     from clsp.data.folder import load_image_folder
     from clsp.export.encoder_source import find_encoder
     from clsp.export.specs import run_encoder
-    from clsp.runtime.features import check_device, check_features_path, encode_images, save_features, split_images
+    from clsp.runtime.features import check_features_path, encode_images, save_features, split_images
 
     check_features_path(out)
-    torch_device = check_device(device)
+    torch_device = pick_device(device)
     split = split or cfg.data.test_split
     check_split(cfg.data, split)
     backbone = run_encoder(cfg, run)[1]
@@ -123,6 +126,7 @@ def features_command(
             "images": f"{images.name}: {len(images)} x {images.image_shape}",
             "encoder": str(find_encoder(cfg, run)),
             "backend": backend,
+            "device": describe_device(torch_device, device),
             "features": f"{list(features.shape)} float32 -> {path}",
             "images / s (with loading)": f"{len(images) / seconds:.0f}",
         },

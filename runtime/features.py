@@ -65,21 +65,6 @@ def check_features_path(path: Path) -> Path:
     return path
 
 
-def check_device(device: str) -> torch.device:
-    """``--device`` as a torch device: ``cpu``, or ``cuda``/``cuda:N`` when that GPU is usable here."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise ClspError(f"--device {device!r}: use cpu, cuda or cuda:N")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ClspError(f"--device {device}: no CUDA GPU is usable here (torch {torch.__version__}); use --device cpu")
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise ClspError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0 or cpu")
-    return parsed
-
-
 def save_features(path: Path, features: Tensor, labels: np.ndarray | None) -> Path:
     """Write ``features`` float32 ``[N, D]`` atomically: ``.npy`` holds the array; ``.safetensors`` holds
     ``features`` and, when known, int64 ``labels [N]``."""

@@ -23,6 +23,7 @@ from rich.progress import TextColumn
 from torch import Tensor
 
 from clsp.accelerator import stage_accelerator
+from clsp.atomic import replace_folder
 from clsp.cli_args import script_parser
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
@@ -86,20 +87,10 @@ def training_loss(unet: torch.nn.Module, alphas_cumprod: Tensor, x0: Tensor, t: 
 
 
 def _staging_dir(target: Path) -> Path:
-    """An empty folder beside ``target`` to write into before :func:`_swap_in`."""
+    """An empty folder beside ``target`` to write into before :func:`clsp.atomic.replace_folder`."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     return tmp
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Replace ``target`` by the finished folder ``tmp``, so an interruption never leaves half a folder."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _accelerator(precision: str) -> Accelerator:
@@ -273,7 +264,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
         unet_dir = out / "unet"
         tmp = _staging_dir(unet_dir)
         final.save_pretrained(tmp)
-        _swap_in(tmp, unet_dir)
+        replace_folder(tmp, unet_dir)
         samples = save_samples(final, cfg, out / "diffusion" / "samples.png") if d.num_samples else None
     accelerator.wait_for_everyone()
     return TrainResult(

@@ -145,7 +145,7 @@ def test_features_refuses_bad_options_before_any_work(tmp_path: Path, command) -
         (("--out", tmp_path / "f.csv"), "use a .npy or .safetensors file name"),
         (("--out", tmp_path / "folder.npy"), "is a folder; give a file name"),
         (("--out", tmp_path / "file" / "f.npy"), f"'{tmp_path / 'file'}' is a file, not a folder"),
-        (("--device", "tpu", "--out", npy), "--device 'tpu': use cpu, cuda or cuda:N"),
+        (("--device", "tpu", "--out", npy), "--device 'tpu': use auto, cpu, cuda or cuda:N"),
         (("--device", "cuda:99", "--out", npy), "--device cuda:99: "),
     ]
     for args, needle in cases:

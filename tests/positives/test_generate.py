@@ -1,5 +1,6 @@
 """Generation end to end with a real (tiny, untrained) diffusers UNet: determinism, resume, processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -111,6 +112,14 @@ def test_a_store_for_other_data_or_settings_is_refused(tmp_path: Path, unet_dir:
         generate_positives(
             load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.backend": "ort"}))
         )
+    # A store begun with another noise construction (here: made to look like the pre-Philox streams) is never
+    # finished with this one.
+    manifest = run / "positives" / "manifest.json"
+    header = json.loads(manifest.read_text())
+    header["provenance"]["noise"] = "per-sample torch generators"
+    manifest.write_text(json.dumps(header))
+    with pytest.raises(ClspError, match=r'provenance.noise: "per-sample torch generators" -> "philox4x32-10/'):
+        generate_positives(cfg, limit=4)
 
 
 def test_bad_sampler_settings_are_refused_before_the_store_is_created(tmp_path: Path, unet_dir: Path) -> None:
