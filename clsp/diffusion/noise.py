@@ -85,11 +85,14 @@ class NoiseStreams:
     stream is :func:`gaussian_noise` with ``draw = d``, computed on the requested device."""
 
     def __init__(self, seed: int, image_indices: Tensor, candidate_indices: Tensor) -> None:
-        self.seed, self.image_indices, self.candidate_indices = seed, image_indices, candidate_indices
+        self.seed, self.indices = seed, (image_indices, candidate_indices)
         self.draws = 0
 
-    def draw(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    def draw(self, shape: tuple[int, ...], device: torch.device | str) -> Tensor:
         """float32 ``[B, *shape]``: the next draw of every stream."""
-        noise = gaussian_noise(self.seed, self.image_indices, self.candidate_indices, self.draws, shape, device)
+        device = torch.device(device)
+        if self.indices[0].device != device:  # copied once, not per draw: a host-to-device copy waits for the device
+            self.indices = tuple(i.to(device=device, dtype=torch.int64) for i in self.indices)
+        noise = gaussian_noise(self.seed, *self.indices, self.draws, shape, device)
         self.draws += 1
         return noise

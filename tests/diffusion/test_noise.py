@@ -143,3 +143,22 @@ def test_cuda_and_cpu_give_the_same_noise():
     cpu = gaussian_noise(3, images, candidates, 2, (3, 32, 32), "cpu")
     cuda = gaussian_noise(3, images, candidates, 2, (3, 32, 32), "cuda").cpu()
     torch.testing.assert_close(cuda, cpu, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_sampler_step_on_cuda_never_waits_for_the_device():
+    from clsp.diffusion.sampler import interpolation_step, make_scheduler
+
+    settings = SamplerSettings(10, 0.1, "ddim", "fp32", 1000, 1e-4, 0.02)
+    scheduler, batch = make_scheduler(settings), 64
+    x, anchors = torch.randn(batch, 3, 32, 32, device="cuda"), torch.rand(batch, 3, 32, 32, device="cuda") * 2 - 1
+    w = torch.full((batch,), 0.1, device="cuda")
+    noise = NoiseStreams(0, torch.arange(batch), torch.zeros(batch, dtype=torch.long))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        for t in scheduler.timesteps.tolist():
+            a, z = noise.draw((3, 32, 32), torch.device("cuda")), noise.draw((3, 32, 32), torch.device("cuda"))
+            x = interpolation_step(lambda x_t, a_t, tt, ww: 0.1 * x_t, scheduler, x, anchors, t, w, a, z, 0.1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
