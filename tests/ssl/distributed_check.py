@@ -40,4 +40,5 @@ def run(out: Path, rank: int, world: int) -> None:
 if __name__ == "__main__":
     dist.init_process_group("gloo")
     run(Path(sys.argv[1]), dist.get_rank(), dist.get_world_size())
+    dist.barrier()  # no rank tears gloo down while the other still talks to it (an abort at exit otherwise)
     dist.destroy_process_group()
