@@ -1,5 +1,7 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
+"""File helpers: atomic writes (a reader sees the old file or the complete new one, never a partial one) and
+content hashes."""
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -56,3 +58,12 @@ def replace_folder(new: Path, target: Path) -> None:
         target.rename(old)
     new.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
+    """Hex SHA-256 of a file's bytes, read ``chunk`` bytes at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

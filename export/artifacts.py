@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from clsp.atomic import atomic_write_text
+from clsp.atomic import atomic_write_text, file_sha256
 from clsp.config import ExportConfig
 from clsp.errors import ClspError
 from clsp.export.specs import ModelSpec
@@ -121,14 +121,6 @@ def expected_metadata(spec: ModelSpec, fmt: str, settings: ExportConfig) -> dict
     }
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
     return {**keyed, "versions": found, "key": key, "precision": artifact_precision(fmt, settings), **spec.record}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_metadata(directory: Path) -> dict[str, Any] | None:

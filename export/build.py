@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from clsp.atomic import atomic_write, atomic_write_text
+from clsp.atomic import atomic_write, atomic_write_text, file_sha256
 from clsp.config import Config, ExportConfig, save_resolved_config
 from clsp.diffusion.sampler import SamplerSettings
 from clsp.errors import ClspError
@@ -19,7 +19,6 @@ from clsp.export.artifacts import (
     METADATA_FILE,
     artifact_dir,
     expected_metadata,
-    file_sha256,
     is_current,
     pt2_device,
     refresh_unkeyed,

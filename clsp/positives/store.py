@@ -14,7 +14,6 @@ generated again on the next run.
 """
 
 import fcntl
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from clsp.atomic import atomic_write, atomic_write_text
+from clsp.atomic import atomic_write, atomic_write_text, file_sha256
 from clsp.differences import describe_differences, field_differences
 from clsp.errors import ClspError
 
@@ -35,14 +34,6 @@ HEADER_FIELDS = ("n", "num_candidates", "image_shape", "shard_size", "dataset_fi
 
 def shard_file_name(index: int) -> str:
     return f"shard_{index:05d}.npy"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
