@@ -15,6 +15,10 @@ from clsp.differences import Difference, describe_differences, field_differences
 from clsp.errors import ClspError
 
 LOCK_FILE = ".lock"
+DATA_RESUME_SAFE = frozenset(
+    f"data.{k}" for k in ("root", "download", "skip_bad_images", "labeled_split", "test_split")
+)
+"""Data settings a resumed training may change: where the files are and the splits it does not train on."""
 
 
 def changed_fields(
@@ -63,6 +67,25 @@ def refuse_overwrite(stage_dir: Path, outputs: tuple[str, ...], resume: bool, ov
             f"{stage_dir} holds an earlier run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
             "replace it, or another run.output_dir"
         )
+
+
+def check_start(
+    stage_dir: Path,
+    cfg: Config,
+    resume: bool,
+    overwrite: bool,
+    outputs: tuple[str, ...],
+    sections: tuple[str, ...],
+    safe: frozenset[str],
+) -> None:
+    """The checks before a training stage writes to ``stage_dir``: ``resume`` needs its ``state/`` and the
+    settings it was made with (:func:`check_resume_config`); a fresh start needs ``overwrite`` to replace the
+    ``outputs`` of an earlier run (:func:`refuse_overwrite`)."""
+    if resume and not (stage_dir / "state").is_dir():
+        raise ClspError(f"--resume: no saved state in {stage_dir / 'state'}; start without --resume")
+    refuse_overwrite(stage_dir, outputs, resume, overwrite)
+    if resume:
+        check_resume_config(stage_dir, cfg, sections, safe)
 
 
 @contextmanager

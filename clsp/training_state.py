@@ -1,7 +1,7 @@
 """A training loop's resume state as safetensors and JSON only, so loading a state folder can never run code.
 
-Accelerate's ``save_state``/``load_state`` pickle the registered objects and the RNG states and unpickle them with
-``weights_only=False``; a state folder copied from elsewhere could then execute anything. A clsp state folder holds:
+Accelerate's ``save_state``/``load_state`` pickle the registered objects and the RNG states, and loading a pickle can
+run arbitrary code, so a state folder from an untrusted source would be a hazard. A clsp state folder holds:
 
 * ``model.safetensors``: the unwrapped module's state dict (weights, BatchNorm statistics, queues, key encoder);
 * ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensor state / its param groups and scalar state;

@@ -99,11 +99,11 @@ def features_command(
         raise ClspError("give --split or --input, not both")
     cfg = load_config(config, overrides or [])
     from clsp.accelerator import describe_device, pick_device
-    from clsp.data import check_split
+    from clsp.data import check_split, load_images_at
     from clsp.data.folder import load_image_folder
     from clsp.export.encoder_source import find_encoder
     from clsp.export.specs import run_encoder
-    from clsp.runtime.features import check_features_path, encode_images, save_features, split_images
+    from clsp.runtime.features import check_features_path, encode_images, save_features
 
     check_features_path(out)
     torch_device = pick_device(device)
@@ -115,7 +115,7 @@ def features_command(
         channels = int(backbone["in_channels"])  # the rule of data.channels: grey by ITU-R 601 luma
         images = load_image_folder(input_dir, size, cfg.data.skip_bad_images, "--input", channels)
     else:  # at the encoder's input size, as clsp eval (STL-10: 96 px -> 64 px)
-        images = split_images(cfg, split, size)
+        images = load_images_at(cfg.data, split, size)
     started = time.perf_counter()
     features = encode_images(cfg, backend, images, torch_device, run)
     seconds = time.perf_counter() - started

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from clsp.config import Config
+from clsp.data import load_images_at
 from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, sample_positives
 from clsp.errors import ClspError
 from clsp.evaluation.features import normalise_images
@@ -34,9 +35,7 @@ def check_channels(name: str, images: np.ndarray, channels: int) -> None:
 def encoder_real_inputs(cfg: Config, backbone: dict[str, Any]) -> RealInputs:
     """``data.test_split`` at the encoder's input size, normalised as ``clsp features`` does: float32
     ``images [B, C, S, S]`` with the strides :func:`~clsp.evaluation.features.normalise_images` gives them."""
-    from clsp.runtime.features import split_images
-
-    split = split_images(cfg, cfg.data.test_split, int(backbone["image_size"]), MAX_IMAGES)
+    split = load_images_at(cfg.data, cfg.data.test_split, int(backbone["image_size"]), MAX_IMAGES)
     check_channels(split.name, split.images, int(backbone["in_channels"]))
     images, mean, std = split.images, backbone["mean"], backbone["std"]
 

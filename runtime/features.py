@@ -1,6 +1,5 @@
 """``clsp features``: encode a split or an image folder with any backend and save the features."""
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,7 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write, file_in_the_way
 from clsp.config import Config
-from clsp.data import ImageSet, load_images
-from clsp.data.imageset import resize_images
+from clsp.data import ImageSet
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
 from clsp.runtime.load import Backend, load_encoder
@@ -41,14 +39,6 @@ def encode_images(
         device=device,
         description=f"features ({backend})",
     )
-
-
-def split_images(cfg: Config, split: str, size: int, limit: int | None = None) -> ImageSet:
-    """``split`` of ``cfg.data`` (its first ``limit`` images when given) at the encoder's input ``size``, as
-    ``clsp eval`` sees it (STL-10: 96 px -> 64 px)."""
-    images, keep = load_images(cfg.data, split), slice(limit)
-    labels = None if images.labels is None else images.labels[keep]
-    return replace(images, images=resize_images(images.images[keep], size), labels=labels)
 
 
 def check_features_path(path: Path) -> Path:

@@ -41,4 +41,12 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
     return ImageSet(images.name, pixels, images.labels, images.class_names)
 
 
-__all__ = ["ImageSet", "check_split", "load_images"]
+def load_images_at(cfg: DataConfig, split: str, size: int, limit: int | None = None) -> ImageSet:
+    """``split`` of ``cfg.source`` (its first ``limit`` images when given) resized to uint8 ``[N, size, size, C]``:
+    what an encoder of input ``size`` sees in ``clsp eval`` and ``clsp features`` (STL-10: 96 px -> 64 px)."""
+    images, keep = load_images(cfg, split), slice(limit)
+    labels = None if images.labels is None else images.labels[keep]
+    return ImageSet(images.name, resize_images(images.images[keep], size), labels, images.class_names)
+
+
+__all__ = ["ImageSet", "check_split", "load_images", "load_images_at"]

@@ -34,7 +34,7 @@ from clsp.errors import ClspError
 from clsp.grid import save_image_grid
 from clsp.interrupt import any_process, stop_on_interrupt
 from clsp.progress import print_summary, progress_bar
-from clsp.run_folder import check_resume_config, refuse_overwrite, run_lock
+from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
 from clsp.training_state import commit_pending_state, load_training_state, non_finite_loss, save_training_state
 
 
@@ -136,7 +136,7 @@ def training_images(cfg: Config) -> np.ndarray:
 RESUME_SECTIONS = ("data", "diffusion", "run.seed")
 RESUME_SAFE = frozenset(
     {
-        *(f"data.{k}" for k in ("root", "download", "skip_bad_images", "labeled_split", "test_split")),
+        *DATA_RESUME_SAFE,
         *(f"diffusion.{k}" for k in ("epochs", "lr", "mixed_precision", "save_every_epochs", "num_samples")),
         "diffusion.pretrained",
     }
@@ -153,13 +153,8 @@ def train_diffusion(cfg: Config, resume: bool = False, overwrite: bool = False) 
     the settings changed beyond :data:`RESUME_SAFE`); without it an earlier run is only replaced with
     ``overwrite``. A non-finite loss or weights stop the run and never reach the saved state.
     """
-    out = cfg.run.output_dir
-    stage_dir = out / "diffusion"
-    if resume and not (stage_dir / "state").is_dir():
-        raise ClspError(f"--resume: no saved state in {stage_dir / 'state'}; start without --resume")
-    refuse_overwrite(stage_dir, ("state",), resume, overwrite)
-    if resume:
-        check_resume_config(stage_dir, cfg, RESUME_SECTIONS, RESUME_SAFE)
+    stage_dir = cfg.run.output_dir / "diffusion"
+    check_start(stage_dir, cfg, resume, overwrite, ("state",), RESUME_SECTIONS, RESUME_SAFE)
     accelerator = _accelerator(cfg.diffusion.mixed_precision)
     with run_lock(stage_dir, accelerator.is_main_process):
         return _train(cfg, accelerator, resume)

@@ -6,7 +6,7 @@ Everything is read from and written under ``<run.output_dir>``: the backbone fro
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, save_resolved_config
-from clsp.data import ImageSet, load_images
+from clsp.data import ImageSet, load_images, load_images_at
 from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
@@ -86,10 +86,10 @@ def eval_image_size(cfg: Config, spec: dict[str, Any]) -> int:
 
 def _labelled(cfg: Config, split: str, size: int) -> ImageSet:
     """``split`` of ``cfg.data`` resized to uint8 ``[N, size, size, C]``; refused when it has no labels."""
-    images = load_images(cfg.data, split)
+    images = load_images_at(cfg.data, split, size)
     if images.labels is None:
         raise ClspError(f"data.{split!r} split of {cfg.data.source} has no labels; evaluation needs labelled splits")
-    return replace(images, images=resize_images(images.images, size))
+    return images
 
 
 def store_feature_hardness(

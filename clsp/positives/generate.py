@@ -115,13 +115,13 @@ def generate_shard(
     """
     local = torch.arange(len(rows)).repeat_interleave(num_candidates)
     image_idx, cand_idx = local + rows.start, torch.arange(num_candidates).repeat(len(rows))
-    x0 = images_to_model(anchors[rows.start : rows.stop]).to(device)
+    x0, local_on_device = images_to_model(anchors[rows.start : rows.stop]).to(device), local.to(device)
     pinned = device.type == "cuda"
     out = torch.empty((len(local), *anchors.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
     for start in range(0, len(local), batch_size):
         batch = slice(start, start + batch_size)
         samples = sample_positives(
-            denoiser, x0[local[batch].to(device)], weight, image_idx[batch], cand_idx[batch], seed, settings
+            denoiser, x0[local_on_device[batch]], weight, image_idx[batch], cand_idx[batch], seed, settings
         )
         out[batch].copy_(model_to_uint8(samples), non_blocking=pinned)
         if on_batch is not None:

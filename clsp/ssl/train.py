@@ -4,7 +4,8 @@
 through :func:`run_training`.
 
 Writes under ``<run.output_dir>/ssl/``: ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``state/``
-(Accelerate state: model with queues and key encoder, optimizer, step counters), ``backbone.safetensors`` and
+(resume state, safetensors + JSON: model with queues and key encoder, optimizer, step counters; see
+:mod:`clsp.training_state`), ``backbone.safetensors`` and
 ``backbone.json``. Every batch is a function of ``(run.seed, step, process)`` (see :mod:`clsp.ssl.views`), so
 ``--resume`` continues exactly where the saved state left off.
 """
@@ -28,7 +29,7 @@ from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
 from clsp.interrupt import any_process, stop_on_interrupt
 from clsp.progress import print_summary, progress_bar, warn
-from clsp.run_folder import check_resume_config, refuse_overwrite, run_lock
+from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
 from clsp.ssl.backbones import CONFIG_FILE, WEIGHTS_FILE, save_backbone
 from clsp.ssl.distributed import convert_to_global_batchnorm
 from clsp.ssl.methods import build_method
@@ -39,7 +40,7 @@ from clsp.training_state import commit_pending_state, load_training_state, non_f
 RESUME_SECTIONS = ("data", "ssl", "run.seed", "eval.online_probe")
 RESUME_SAFE = frozenset(
     {
-        *(f"data.{k}" for k in ("root", "download", "skip_bad_images", "labeled_split", "test_split")),
+        *DATA_RESUME_SAFE,
         *(f"ssl.{k}" for k in ("epochs", "lr", "min_lr", "probe_lr", "mixed_precision", "sync_bn", "positives")),
         *(f"ssl.{k}" for k in ("num_workers", "save_every_epochs", "tensorboard")),
     }
@@ -173,11 +174,7 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None, o
     the last good one. One process at a time may write to a run folder.
     """
     out = cfg.run.output_dir / "ssl"
-    if resume and not (out / "state").is_dir():
-        raise ClspError(f"--resume: no saved state in {out / 'state'}; start without --resume")
-    refuse_overwrite(out, ("state", WEIGHTS_FILE, "metrics.jsonl"), resume, overwrite)
-    if resume:
-        check_resume_config(out, cfg, RESUME_SECTIONS, RESUME_SAFE)
+    check_start(out, cfg, resume, overwrite, ("state", WEIGHTS_FILE, "metrics.jsonl"), RESUME_SECTIONS, RESUME_SAFE)
     accelerator = _accelerator(cfg)
     with run_lock(out, accelerator.is_main_process):
         return _train(cfg, accelerator, resume, max_steps)
