@@ -1,5 +1,6 @@
 # The README's two commands: `make demo` (run the pipeline on the embedded digits) and `make test`.
-# `make demo DEMO_ARGS=--quick` runs the one-minute smoke budget.
+# `make demo DEMO_ARGS=--quick` runs the one-minute smoke budget. `make benchmark` runs the Fashion-MNIST benchmark
+# (needs Debian's dataset-fashion-mnist; BENCHMARK_ARGS="--methods simclr,clsp-simclr,moco,clsp-moco" adds rows).
 # Both create or reuse the virtual environment in .venv and install this package into it with pip.
 VENV ?= .venv
 PYTHON ?= python3
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.clsp-installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo benchmark test lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/clsp demo configs/digits.yaml $(DEMO_ARGS)
+
+benchmark: $(STAMP)
+	$(BIN)/clsp demo configs/fashion_mnist.yaml $(BENCHMARK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

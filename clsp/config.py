@@ -23,8 +23,16 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "cifar10": ("train", "test"),
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled"),
+    "fashion_mnist": ("train", "test"),
+    "mnist": ("train", "test"),
     "folder": ("all",),
 }
+
+
+SSL_METHODS = ("simclr", "moco", "nnclr")
+DEMO_METHODS = tuple(f"{p}{m}{q}" for m in SSL_METHODS for p, q in (("", ""), ("clsp-", ""), ("", "-real3")))
+"""The rows ``clsp demo`` can train: a method's baseline (λ = 0), its CLSP variant (``clsp-``: λ = ssl.clsp_weight on a
+synthetic positive) and the paper's control (``-real3``: the same λ on a third real augmented view)."""
 
 
 class Section(BaseModel):
@@ -38,9 +46,11 @@ class RunConfig(Section):
 
 
 class DataConfig(Section):
-    source: Literal["digits", "cifar10", "cifar100", "stl10", "folder"] = "digits"
+    source: Literal["digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "folder"] = "digits"
     root: Path | None = None
-    """torchvision root (cifar10/cifar100/stl10) or the image folder (folder); unused for digits."""
+    """torchvision root (cifar10/cifar100/stl10), the image folder (folder), or the folder of the idx files or of
+    torchvision's FashionMNIST/raw (MNIST/raw) (fashion_mnist, mnist: default /usr/share/datasets/fashion-mnist,
+    where Debian's dataset-fashion-mnist installs them); unused for digits."""
     image_size: int | None = Field(None, ge=4, le=1024)
     """Resize every image to this square size; None keeps the native size (digits: 16)."""
     channels: Literal[1, 3] | None = None
@@ -54,6 +64,10 @@ class DataConfig(Section):
     labeled_split: str = "train"
     """Labelled training images for the linear probe and the kNN bank."""
     test_split: str = "test"
+    train_subset: int | None = Field(None, ge=1)
+    """Positives and SSL train on this many images of ``train_split`` (a class-stratified draw fixed by
+    ``split_seed`` when the split is labelled, else its first images); None: all of it. The DDPM always trains on the
+    whole split, and the probes always use the whole ``labeled_split``. For CPU budgets (Fashion-MNIST: 10,000)."""
     download: bool = False
     """Allow torchvision to download CIFAR/STL-10 into ``root`` (machines with internet only)."""
     skip_bad_images: bool = False
@@ -84,7 +98,7 @@ class DataConfig(Section):
                 raise ValueError(
                     f"{field} {getattr(self, field)!r} is not a split of {self.source}; use one of {list(valid)}"
                 )
-        if self.source != "digits" and self.root is None:
+        if self.source not in ("digits", "fashion_mnist", "mnist") and self.root is None:
             raise ValueError(f"root is required for source {self.source!r}: set data.root to the dataset folder")
         return self
 
@@ -179,7 +193,7 @@ class AugmentConfig(Section):
 
 
 class SSLConfig(Section):
-    method: Literal["simclr", "moco", "nnclr"] = "simclr"
+    method: Literal[SSL_METHODS] = "simclr"  # type: ignore[valid-type]
     clsp_weight: float = Field(1.0, ge=0)
     """λ of the CLSP alignment term; 0 trains the baseline."""
     positive: Literal["synthetic", "real"] = "synthetic"
@@ -205,7 +219,10 @@ class SSLConfig(Section):
     moco_momentum_start: float = Field(0.99, ge=0, le=1)
     moco_momentum_end: float = Field(0.999, ge=0, le=1)
     queue_size: int = Field(32768, ge=1)
-    nnclr_support_size: int = Field(98304, ge=1)
+    nnclr_support_size: int = Field(65536, ge=1)
+    """NNCLR's FIFO support set of past projections (solo-learn's CIFAR recipe: 65,536, 1.3x the 50,000 images)."""
+    nnclr_predictor_hidden_dim: int = Field(4096, ge=1)
+    """NNCLR's prediction head: Linear(projector_dim -> this), BatchNorm, ReLU, Linear(-> projector_dim) (solo-learn)."""
     augment: AugmentConfig = AugmentConfig()
     probe_lr: PositiveFloat = 0.1
     """Online linear probe (on detached features, labelled data only): constant SGD lr, momentum 0.9, no decay."""
@@ -273,6 +290,18 @@ class ExportConfig(Section):
         return self
 
 
+class DemoConfig(Section):
+    methods: tuple[Literal[DEMO_METHODS], ...] = ("simclr", "clsp-simclr", "simclr-real3")  # type: ignore[valid-type]
+    """Rows of ``clsp demo`` (``--methods`` overrides), trained with the same budget and seeds; every CLSP row is
+    compared with every other row. Not part of a demo folder's identity: a rerun with more rows reuses the others."""
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> "DemoConfig":
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must list distinct rows, got {list(self.methods)}")
+        return self
+
+
 class Config(Section):
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -281,6 +310,7 @@ class Config(Section):
     ssl: SSLConfig = SSLConfig()
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
+    demo: DemoConfig = DemoConfig()
 
 
 RESOLVED_CONFIG_NAME = "config.yaml"

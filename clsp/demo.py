@@ -1,11 +1,13 @@
-"""``clsp demo``: every stage on one config (by default the embedded digits), CLSP against its baseline and the
+"""``clsp demo``: every stage on one config (by default the embedded digits), CLSP against baselines and the
 paper's control, with a verdict computed from the numbers.
 
 Trains the DDPM (or, with ``diffusion.pretrained``, samples with a trained one), generates and scores the positives,
-then for each seed (3 by default) trains the baseline (λ = 0), the CLSP variant (λ = ``ssl.clsp_weight``) and the
-control (the same λ on a third real augmented view) with the same budget and seed, evaluates them (full-label and
-label-efficient probes), and writes side-by-side tables, the CLSP − baseline and CLSP − control differences with
-their seed spread, and a verdict sentence per headline probe.
+then for each seed (3 by default) trains every row of ``demo.methods`` (``--methods``; see
+:data:`~clsp.config.DEMO_METHODS`: baselines with λ = 0, CLSP variants with λ = ``ssl.clsp_weight``, controls with
+the same λ on a third real augmented view) with the same budget and seed, evaluates them (full-label and
+label-efficient probes), and writes side-by-side tables, every CLSP row's paired differences against every other
+row with a 95 % confidence interval over seeds (:mod:`clsp.evaluation.verdict`), and a verdict sentence per
+headline probe.
 
 Layout under ``<run.output_dir>``: ``unet/``, ``diffusion/``, ``positives/`` (shared), ``seed<S>/<variant>/``
 (``ssl/`` and ``eval/`` of each run), ``curves.png``, ``demo.md``, ``demo.json`` and ``stages.json``, the ledger
@@ -16,6 +18,7 @@ the one ``clsp export`` and ``clsp features`` use for the demo's folder.
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,27 +53,36 @@ RESULT_FILE = "demo.json"
 @dataclass(frozen=True)
 class Variant:
     name: str
-    """Folder name under ``seed<S>/``."""
+    """A row of :data:`~clsp.config.DEMO_METHODS`, also its folder name under ``seed<S>/``."""
+    method: str
     clsp_weight: float
     positive: str = "synthetic"
 
+    @property
+    def is_clsp(self) -> bool:
+        return self.clsp_weight > 0 and self.positive == "synthetic"
 
-def variants(cfg: Config) -> tuple[Variant, Variant, Variant]:
-    """The baseline (λ = 0), the CLSP variant of ``cfg.ssl.method`` (λ from the config, 1.0 when it is 0) and the
-    paper's control: the same λ on a third *real* augmented view instead of the synthetic positive (method.md 5.2)."""
-    weight = cfg.ssl.clsp_weight or 1.0
-    method = cfg.ssl.method
-    return (
-        Variant(method, 0.0),
-        Variant(f"clsp-{method}", weight),
-        Variant(f"{method}-real3", weight, positive="real"),
-    )
+
+def variant(name: str, weight: float) -> Variant:
+    """The row ``name``: ``clsp-<method>`` (λ = ``weight`` on a synthetic positive), ``<method>-real3`` (the paper's
+    control: the same λ on a third *real* augmented view, method.md 5.2) or ``<method>`` (the baseline, λ = 0)."""
+    if name.startswith("clsp-"):
+        return Variant(name, name.removeprefix("clsp-"), weight)
+    if name.endswith("-real3"):
+        return Variant(name, name.removesuffix("-real3"), weight, positive="real")
+    return Variant(name, name, 0.0)
+
+
+def variants(cfg: Config) -> tuple[Variant, ...]:
+    """The rows of ``cfg.demo.methods``; λ is ``ssl.clsp_weight`` (1.0 when it is 0)."""
+    return tuple(variant(name, cfg.ssl.clsp_weight or 1.0) for name in cfg.demo.methods)
 
 
 def run_config(cfg: Config, seed: int, variant: Variant) -> Config:
-    """The config of one SSL run: its own folder and seed, the shared positive store."""
+    """The config of one SSL run: its own folder, seed and method, the shared positive store."""
     run = cfg.model_copy(deep=True)
     run.ssl.positives = cfg.ssl.positives or cfg.run.output_dir / "positives"
+    run.ssl.method = variant.method
     run.ssl.clsp_weight = variant.clsp_weight
     run.ssl.positive = variant.positive
     run.run.seed = seed
@@ -79,9 +91,11 @@ def run_config(cfg: Config, seed: int, variant: Variant) -> Config:
 
 
 def result_encoder(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
-    """The encoder that stands for the demo's result: the CLSP variant's of the first seed, its run folder
-    relative to ``run.output_dir`` (``{"run": "seed0/clsp-simclr", "variant": "clsp-simclr", "seed": 0}``)."""
-    variant = variants(cfg)[1]
+    """The encoder that stands for the demo's result: the first CLSP row's (else the first row's) of the first seed,
+    its run folder relative to ``run.output_dir`` (``{"run": "seed0/clsp-simclr", "variant": "clsp-simclr",
+    "seed": 0}``)."""
+    rows = variants(cfg)
+    variant = next((v for v in rows if v.is_clsp), rows[0])
     run = run_config(cfg, seeds[0], variant).run.output_dir
     return {"run": run.relative_to(cfg.run.output_dir).as_posix(), "variant": variant.name, "seed": seeds[0]}
 
@@ -100,38 +114,78 @@ def demo_result_run(root: Path) -> tuple[Path, str] | None:
     return run, f"the demo's result in {RESULT_FILE}: {variant}, seed {seed}"
 
 
-class StageLedger:
-    """``stages.json``: the wall time of every finished stage, tied to a hash of the resolved config (a rerun with
-    more seeds reuses the DDPM, the positives and the runs of the seeds it has)."""
+def stage_key(cfg: Config, parts: Sequence[str]) -> str:
+    """A hash of the settings ``parts`` (sections or dotted fields of ``cfg``) that decide a stage's result."""
+    dump = cfg.model_dump(mode="json")
+    chosen = {}
+    for part in parts:
+        value = dump
+        for name in part.split("."):
+            value = value[name]
+        chosen[part] = value
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
-    def __init__(self, path: Path, key: str) -> None:
-        self.path, self.key = path, key
-        self.seconds: dict[str, float] = {}
+
+class StageLedger:
+    """``stages.json``: for every stage the key of the settings it depends on (:func:`stage_key`) and, once it
+    finished, its wall time. A rerun skips finished stages whose settings are unchanged and resumes an interrupted
+    one; a stage whose settings changed is refused unless ``overwrite``, which runs it (only it) again. So a rerun
+    with more seeds or rows, or other positives, reuses every stage that does not depend on what changed."""
+
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        self.path, self.overwrite = path, overwrite
+        self.stages: dict[str, dict[str, Any]] = {}
         if path.is_file():
             saved = json.loads(path.read_text())
-            if saved.get("key") != key:
+            if "stages" not in saved:
                 raise ClspError(
-                    f"{path.parent}: holds a demo made with another config; "
-                    "choose another folder with --set run.output_dir=... or delete that one"
+                    f"{path}: written by an older clsp; choose another folder with --set run.output_dir=... or "
+                    "delete that one"
                 )
-            self.seconds = saved["seconds"]
+            self.stages = saved["stages"]
 
-    def run(self, stage: str, work: Callable[[], object]) -> None:
-        """Run ``work`` unless ``stage`` finished before; record its wall time. A result with ``interrupted`` set
-        (a training stopped by Ctrl-C, its state saved) stops the demo unrecorded: the rerun resumes it."""
-        if stage in self.seconds:
-            console.print(f"[dim]{stage}: done before ({self.seconds[stage]:.0f} s), skipped[/]")
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {name: entry["seconds"] for name, entry in self.stages.items() if "seconds" in entry}
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"stages": self.stages}, indent=1))
+
+    def run(self, stage: str, key: str, work: Callable[[bool], object]) -> None:
+        """Run ``work(resume)`` unless ``stage`` finished before with settings ``key``; ``resume`` is True when it
+        started with them and did not finish. Records the wall time. A result with ``interrupted`` set (a training
+        stopped by Ctrl-C, its state saved) stops the demo unrecorded: the rerun resumes it."""
+        entry = self.stages.get(stage)
+        if entry is not None and entry["key"] == key and "seconds" in entry:
+            console.print(f"[dim]{stage}: done before ({entry['seconds']:.0f} s), skipped[/]")
             return
+        if entry is not None and entry["key"] != key and not self.overwrite:
+            raise ClspError(
+                f"{self.path.parent}: stage '{stage}' was run with another config; rerun with --overwrite to redo "
+                "the stages whose settings changed, or choose another folder with --set run.output_dir=..."
+            )
+        resume = entry is not None and entry["key"] == key
+        self.stages[stage] = {"key": key}
+        self._save()
         console.rule(stage)
         started = time.perf_counter()
-        if getattr(work(), "interrupted", False):
+        if getattr(work(resume), "interrupted", False):
             raise KeyboardInterrupt
-        self.seconds[stage] = time.perf_counter() - started
-        atomic_write_text(self.path, json.dumps({"key": self.key, "seconds": self.seconds}, indent=1))
+        self.stages[stage] = {"key": key, "seconds": time.perf_counter() - started}
+        self._save()
 
 
-def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
-    """Run every stage of the demo for ``seeds`` (see the module docstring); returns what ``demo.json`` holds."""
+DIFFUSION_SETTINGS = ("data", "diffusion", "run.seed")
+POSITIVES_SETTINGS = (*DIFFUSION_SETTINGS, "positives")
+SCORE_SETTINGS = (*POSITIVES_SETTINGS, "ssl.augment")
+SSL_SETTINGS = ("run", "data", "ssl")
+"""What each demo stage depends on; an SSL run with synthetic positives also on POSITIVES_SETTINGS, and every
+evaluation (which measures the alignment with the store) on POSITIVES_SETTINGS and ``eval``."""
+
+
+def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict[str, Any]:
+    """Run every stage of the demo for ``seeds`` (see the module docstring); returns what ``demo.json`` holds.
+    ``overwrite`` redoes the stages whose settings changed since they ran in this folder (see :class:`StageLedger`)."""
     from clsp.diffusion.train import train_diffusion
     from clsp.evaluation.evaluate import evaluate_run
     from clsp.evaluation.plots import read_metrics, training_curves
@@ -147,47 +201,66 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
         console.print(f"[yellow]note:[/] the demo runs every stage on {cfg.data.source}; budget accordingly")
     root = cfg.run.output_dir
     config_file = save_resolved_config(cfg, root)
-    key = hashlib.sha256(config_file.read_bytes()).hexdigest()[:16]
-    ledger = StageLedger(root / "stages.json", key)
-    resume_diffusion = (root / "diffusion" / "state").is_dir()
-    if cfg.diffusion.pretrained is None:
-        # The demo owns its folder: a stage not in the ledger resumes its saved state or starts over.
-        ledger.run("diffusion", lambda: train_diffusion(cfg, resume_diffusion, overwrite=not resume_diffusion))
-    else:
-        ledger.run("diffusion", lambda: _use_pretrained(cfg))
-    ledger.run("positives", lambda: generate_positives(cfg))
-    store = PositiveStore.open(store_path(cfg), check="size")
-    ledger.run("score positives", lambda: store_quality(store, cfg))
-    quality = store_quality(store, cfg)  # cached by the stage above
-    stages = ["diffusion", "positives", "score positives"]
+    ledger = StageLedger(root / "stages.json", overwrite)
+    rows = variants(cfg)
+    stages, quality, store = [], None, None
+    if any(v.is_clsp for v in rows):  # baselines and controls alone need no DDPM and no positives
+        if cfg.diffusion.pretrained is None:
+            # The demo owns its folder: a stage resumes its saved state or starts over.
+            def diffusion(resume: bool) -> object:
+                resume = resume and (root / "diffusion" / "state").is_dir()
+                return train_diffusion(cfg, resume, overwrite=not resume)
+
+            ledger.run("diffusion", stage_key(cfg, DIFFUSION_SETTINGS), diffusion)
+        else:
+            ledger.run("diffusion", stage_key(cfg, DIFFUSION_SETTINGS), lambda resume: _use_pretrained(cfg))
+
+        key = stage_key(cfg, POSITIVES_SETTINGS)
+        if overwrite and ledger.stages.get("positives", {"key": key})["key"] != key:
+            shutil.rmtree(store_path(cfg), ignore_errors=True)  # made with other settings: start it over
+        ledger.run("positives", key, lambda resume: generate_positives(cfg))  # resumes a store of these settings
+        store = PositiveStore.open(store_path(cfg), check="size")
+        ledger.run("score positives", stage_key(cfg, SCORE_SETTINGS), lambda resume: store_quality(store, cfg))
+        quality = store_quality(store, cfg)  # cached by the stage above
+        stages = ["diffusion", "positives", "score positives"]
 
     runs: list[dict[str, Any]] = []
     for seed in seeds:
-        for variant in variants(cfg):
+        for variant in rows:
             run = run_config(cfg, seed, variant)
-            resume_ssl = (run.run.output_dir / "ssl" / "state").is_dir()
+            ssl_key = stage_key(run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ())))
             stages += [f"{variant.name} seed {seed}", f"eval {variant.name} seed {seed}"]
-            ledger.run(stages[-2], lambda run=run, resume=resume_ssl: train_ssl(run, resume, overwrite=not resume))
-            ledger.run(stages[-1], lambda run=run: evaluate_run(run))
+
+            def ssl(resume: bool, run: Config = run) -> object:
+                resume = resume and (run.run.output_dir / "ssl" / "state").is_dir()
+                return train_ssl(run, resume, overwrite=not resume)
+
+            ledger.run(stages[-2], ssl_key, ssl)
+            # A run evaluated before the store existed (a demo of rows without CLSP first) has no alignment columns.
+            eval_key = stage_key(run, (*SSL_SETTINGS, *POSITIVES_SETTINGS, "eval"))
+            ledger.run(stages[-1], eval_key, lambda resume, run=run: evaluate_run(run))
             runs.append(json.loads((run.run.output_dir / "eval" / "metrics.json").read_text()))
 
-    first = {v.name: run_config(cfg, seeds[0], v).run.output_dir / "ssl" / "metrics.jsonl" for v in variants(cfg)}
+    first = {v.name: run_config(cfg, seeds[0], v).run.output_dir / "ssl" / "metrics.jsonl" for v in rows}
     curves = training_curves({name: read_metrics(path) for name, path in first.items()}, root / "curves.png")
-    headers, rows = comparison_rows(runs, group=True)
-    labels = {v.name: m["method_label"] for v, m in zip(variants(cfg), runs, strict=False)}
-    baseline, clsp_label, control = (labels[v.name] for v in variants(cfg))
+    headers, table_rows = comparison_rows(runs, group=True)
+    labels = {v: m["method_label"] for v, m in zip(rows, runs, strict=False)}
     comparisons = {
-        f"{clsp_label} vs {baseline}": differences(runs, clsp_label, baseline),
-        f"{clsp_label} vs {control}": differences(runs, clsp_label, control),
+        f"{labels[a]} vs {labels[b]}": differences(runs, labels[a], labels[b])
+        for a in rows
+        if a.is_clsp
+        for b in rows
+        if b != a
     }
     verdict = [d.sentence() for diffs in comparisons.values() for d in headline(diffs)]
     diff_headers, diff_rows = _difference_rows(comparisons)
     seconds = {stage: ledger.seconds[stage] for stage in stages}
-    stage_rows = _stage_rows(seconds, cfg, seeds)
+    stage_rows = _stage_rows(seconds, cfg, rows, seeds)
     result = {
         "config": str(config_file),
         "seeds": list(seeds),
-        "table": {"headers": headers, "rows": rows},
+        "methods": [v.name for v in rows],
+        "table": {"headers": headers, "rows": table_rows},
         "differences": {"headers": diff_headers, "rows": diff_rows},
         "verdict": verdict,
         "positives_quality": quality,
@@ -196,20 +269,18 @@ def run_demo(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
         "runs": [{"run": m["run"], "method": m["method_label"], "eval": f"{m['run']}/eval"} for m in runs],
         "encoder": result_encoder(cfg, seeds),
         "files": {
-            "diffusion samples": str(root / "diffusion" / "samples.png"),
+            **({"diffusion samples": str(root / "diffusion" / "samples.png")} if store is not None else {}),
             "training curves": str(curves),
-            **{
-                f"report {m['method_label']} seed {seeds[0]}": f"{m['run']}/eval/report.md"
-                for m in runs[: len(variants(cfg))]
-            },
+            **{f"report {m['method_label']} seed {seeds[0]}": f"{m['run']}/eval/report.md" for m in runs[: len(rows)]},
         },
     }
     atomic_write_text(root / RESULT_FILE, json.dumps(result, indent=1))
-    quality_table = list(quality_rows(quality).items())
-    atomic_write_text(root / "demo.md", _markdown(result, headers, rows, stage_rows, quality_table))
-    print_table("differences: mean over seeds, spread = the larger seed std", diff_headers, diff_rows)
-    print_table(f"positive quality ({store.root})", ["measure", "value"], quality_table)
-    print_table(f"CLSP vs baseline, {len(seeds)} seed(s) (mean ± std over seeds)", headers, rows)
+    quality_table = list(quality_rows(quality).items()) if quality else []
+    atomic_write_text(root / "demo.md", _markdown(result, headers, table_rows, stage_rows, quality_table))
+    print_table("paired differences over seeds (a − b), 95% t-interval", diff_headers, diff_rows)
+    if store is not None:
+        print_table(f"positive quality ({store.root})", ["measure", "value"], quality_table)
+    print_table(f"CLSP vs baselines, {len(seeds)} seed(s) (mean ± std over seeds)", headers, table_rows)
     console.rule("verdict")
     for line in verdict:
         console.print(line, highlight=False)
@@ -233,26 +304,45 @@ def _use_pretrained(cfg: Config) -> None:
 
 
 def _difference_rows(comparisons: dict[str, list[Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["comparison", "metric", "difference", "larger seed std", "outcome"]
+    headers = ["comparison", "metric", "mean difference", "95% CI", "seeds", "outcome"]
     rows = [
-        [name, d.metric, f"{d.difference:+.2f}", "-" if d.spread is None else f"{d.spread:.2f}", d.outcome]
+        [name, d.metric, f"{d.difference:+.2f}", d.interval_text(), str(len(d.seeds)), d.outcome]
         for name, diffs in comparisons.items()
         for d in diffs
     ]
     return headers, rows
 
 
-def _stage_rows(seconds: dict[str, float], cfg: Config, seeds: Sequence[int]) -> list[list[str]]:
-    """Shared stages, then each variant's SSL and eval time (mean over seeds), then the total."""
-    rows = [[stage, f"{seconds[stage]:.0f}"] for stage in ("diffusion", "positives", "score positives")]
-    if cfg.diffusion.pretrained is not None:
-        rows[0][0] = f"diffusion (pretrained {cfg.diffusion.pretrained}: samples only)"
-    for v in variants(cfg):
+def _stage_rows(
+    seconds: dict[str, float], cfg: Config, rows: Sequence[Variant], seeds: Sequence[int]
+) -> list[list[str]]:
+    """Shared stages, then each row's SSL and eval time (mean over seeds), then the total."""
+    shared = [s for s in ("diffusion", "positives", "score positives") if s in seconds]
+    table = [[stage, f"{seconds[stage]:.0f}"] for stage in shared]
+    if shared and cfg.diffusion.pretrained is not None:
+        table[0][0] = f"diffusion (pretrained {cfg.diffusion.pretrained}: samples only)"
+    for v in rows:
         for prefix, label in (("", f"train {v.name}"), ("eval ", f"eval {v.name}")):
             times = [seconds[f"{prefix}{v.name} seed {s}"] for s in seeds]
-            rows.append([label + (" (mean per seed)" if len(seeds) > 1 else ""), f"{sum(times) / len(times):.0f}"])
-    rows.append(["total", f"{sum(seconds.values()):.0f}"])
-    return rows
+            table.append([label + (" (mean per seed)" if len(seeds) > 1 else ""), f"{sum(times) / len(times):.0f}"])
+    table.append(["total", f"{sum(seconds.values()):.0f}"])
+    return table
+
+
+def _quality_markdown(quality_table: list[tuple[str, str]]) -> list[str]:
+    from clsp.evaluation.report import markdown_table
+
+    if not quality_table:
+        return []
+    return [
+        "## Positive quality\n",
+        "Class kept: share of candidates that the reference classifier, fit on real labelled training images only, "
+        "assigns to the anchor's label (its accuracy on real test images beside it). Off-manifold: share farther "
+        "from every real training image than 99% of real held-out images are (no labels needed; the real test "
+        "images' rate beside it). Hardness: RMS pixel distance anchor-candidate, beside two augmented views of "
+        "one image and random pairs.\n",
+        markdown_table(["measure", "value"], quality_table),
+    ]
 
 
 def _markdown(result: dict[str, Any], headers, rows, stage_rows, quality_table) -> str:
@@ -266,18 +356,13 @@ def _markdown(result: dict[str, Any], headers, rows, stage_rows, quality_table) 
             "(two augmented views of one image and random pairs for scale). kNN best k is picked on the test set (optimistic); fixed k is not.\n",
             markdown_table(headers, rows),
             "## Verdict\n",
-            "Computed from the table: a difference counts only when it exceeds the larger of the two methods' "
-            "seed standard deviations.\n",
+            "Computed from the runs: for each comparison, the per-seed differences (same seed: same data order, "
+            "augmentations and label draws) and their 95% Student-t interval; a method is ahead or behind only when "
+            "the interval excludes 0.\n",
             *(f"- {line}" for line in result["verdict"]),
             "",
             markdown_table(result["differences"]["headers"], result["differences"]["rows"]),
-            "## Positive quality\n",
-            "Class kept: share of candidates that a logistic regression fit on real labelled training pixels only "
-            "assigns to the anchor's label (its accuracy on real test images beside it). Off-manifold: share farther "
-            "from every real training image than 99% of real held-out images are (no labels needed; the real test "
-            "images' rate beside it). Hardness: RMS pixel distance anchor-candidate, beside two augmented views of "
-            "one image and random pairs.\n",
-            markdown_table(["measure", "value"], quality_table),
+            *_quality_markdown(quality_table),
             "## Wall time per stage (seconds)\n",
             markdown_table(["stage", "seconds"], stage_rows),
             "## Files\n",
@@ -288,12 +373,20 @@ def _markdown(result: dict[str, Any], headers, rows, stage_rows, quality_table) 
 
 
 def demo(
-    config: Path, overrides: Sequence[str], quick: bool, seeds: Sequence[int] | None, train_diffusion: bool = False
+    config: Path,
+    overrides: Sequence[str],
+    quick: bool,
+    seeds: Sequence[int] | None,
+    train_diffusion: bool = False,
+    methods: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Load ``config`` (with the ``--quick`` budget under the user's ``--set`` overrides) and run the demo;
-    ``train_diffusion`` ignores ``diffusion.pretrained`` and trains the DDPM from scratch."""
+    ``train_diffusion`` ignores ``diffusion.pretrained`` and trains the DDPM from scratch; ``methods`` replaces
+    ``demo.methods``."""
     prefix = [*QUICK_OVERRIDES, "run.output_dir=runs/demo-quick"] if quick else []
     retrain = ["diffusion.pretrained=null"] if train_diffusion else []
-    cfg = load_config(config, [*prefix, *overrides, *retrain])
+    rows = [f"demo.methods=[{', '.join(methods)}]"] if methods else []
+    cfg = load_config(config, [*prefix, *overrides, *retrain, *rows])
     default = [cfg.run.seed + i for i in range(1 if quick else DEFAULT_SEEDS)]
-    return run_demo(cfg, list(seeds) if seeds else default)
+    return run_demo(cfg, list(seeds) if seeds else default, overwrite)

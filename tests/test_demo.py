@@ -132,7 +132,7 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
     assert all((demo_dir / "seed1" / v / "eval" / "metrics.json").is_file() for v in ("simclr", "clsp-simclr"))
     summary = json.loads((demo_dir / "demo.json").read_text())
     assert summary["seeds"] == [0, 1] and len(summary["verdict"]) == 6
-    assert all("seed spread" in line for line in summary["verdict"])  # ahead, behind or within: judged by the spread
+    assert all("95% CI" in line and "over 2 paired seeds" in line for line in summary["verdict"])
     assert {row[0] for row in summary["differences"]["rows"]} == {
         f"{CLSP_LABEL} vs SimCLR",
         f"{CLSP_LABEL} vs {CONTROL_LABEL}",
@@ -154,7 +154,26 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
     assert f"| {statistics.fmean(tops):.2f} ± {statistics.stdev(tops):.2f} |" in lines[3]
 
     other = clsp("demo", "--quick", "--set", "ssl.temperature=0.5", "--set", f"run.output_dir={demo_dir}")
-    assert other.returncode == 2 and "another config" in other.stderr
+    assert other.returncode == 2 and "another config" in other.stderr and "--overwrite" in other.stderr
+
+    # More rows: NNCLR and MoCo v2+ with its CLSP variant join; every earlier stage is reused.
+    rows = "simclr,clsp-simclr,simclr-real3,nnclr,moco,clsp-moco"
+    more = clsp("demo", "--quick", "--methods", rows, "--set", f"run.output_dir={demo_dir}")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert more.stdout.count("skipped") == len(STAGES)
+    summary = json.loads((demo_dir / "demo.json").read_text())
+    assert summary["methods"] == rows.split(",")
+    moco_label = CLSP_LABEL.replace("SimCLR", "MoCo v2+")
+    assert [row[0] for row in summary["table"]["rows"]] == [
+        "SimCLR", CLSP_LABEL, CONTROL_LABEL, "NNCLR", "MoCo v2+", moco_label
+    ]  # fmt: skip
+    compared = {row[0] for row in summary["differences"]["rows"]}
+    assert {f"{CLSP_LABEL} vs NNCLR", f"{moco_label} vs MoCo v2+", f"{moco_label} vs NNCLR"} <= compared
+    assert f"{CLSP_LABEL} vs {moco_label}" not in compared  # CLSP rows are compared with the others, not each other
+    nnclr = json.loads((demo_dir / "seed0" / "nnclr" / "eval" / "metrics.json").read_text())
+    assert nnclr["ssl"]["method"] == "nnclr" and nnclr["ssl"]["clsp_weight"] == 0 and nnclr["seed"] == 0
+    bad = clsp("demo", "--quick", "--methods", "simclr,byol", "--set", f"run.output_dir={demo_dir}")
+    assert bad.returncode == 2 and "demo.methods" in bad.stderr and "clsp-nnclr" in bad.stderr
 
 
 def test_eval_without_a_trained_backbone_is_one_clear_line(tmp_path: Path) -> None:
@@ -173,8 +192,26 @@ def test_compare_names_a_missing_or_broken_metrics_file(tmp_path: Path) -> None:
 
 
 def test_a_folder_of_another_demo_suggests_an_option_that_exists(tmp_path: Path) -> None:
-    StageLedger(tmp_path / "stages.json", "key-a").run("stage", lambda: None)
+    ledger = tmp_path / "stages.json"
+    calls = []
+    StageLedger(ledger).run("stage", "key-a", calls.append)
+    StageLedger(ledger).run("stage", "key-a", calls.append)  # finished with these settings: skipped
+    assert calls == [False]
     with pytest.raises(ClspError) as caught:
-        StageLedger(tmp_path / "stages.json", "key-b")
-    assert "--set run.output_dir=" in str(caught.value) and "--output-dir" not in str(caught.value)
-    assert "--set" in clsp("demo", "--help").stdout  # the suggested option is one the demo takes
+        StageLedger(ledger).run("stage", "key-b", calls.append)
+    assert "--set run.output_dir=" in str(caught.value) and "--overwrite" in str(caught.value)
+    assert "--set" in clsp("demo", "--help").stdout and "--overwrite" in clsp("demo", "--help").stdout
+    StageLedger(ledger, overwrite=True).run("stage", "key-b", calls.append)  # other settings: run afresh
+    assert calls == [False, False] and StageLedger(ledger).seconds.keys() == {"stage"}
+
+    def interrupted(resume: bool) -> object:
+        calls.append(resume)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StageLedger(ledger).run("other", "key-c", interrupted)
+    StageLedger(ledger).run("other", "key-c", calls.append)  # started with these settings: resumed
+    assert calls == [False, False, False, True]
+    ledger.write_text('{"key": "abc", "seconds": {}}')  # an older clsp's ledger
+    with pytest.raises(ClspError, match="older clsp"):
+        StageLedger(ledger)

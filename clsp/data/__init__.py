@@ -1,5 +1,7 @@
 """Dataset sources, each returning an :class:`ImageSet` of uint8 ``[N, H, W, C]`` images."""
 
+import numpy as np
+
 from clsp.config import SPLITS, DataConfig
 from clsp.data.imageset import ImageSet, resize_images, to_channels
 from clsp.errors import ClspError
@@ -27,6 +29,10 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
         from clsp.data.digits import load_digits_split
 
         images = load_digits_split(split, cfg.image_size or 16, cfg.test_fraction, cfg.split_seed)
+    elif cfg.source in ("fashion_mnist", "mnist"):
+        from clsp.data.mnist import load_mnist_split
+
+        images = load_mnist_split(cfg.source, cfg.root, split)
     elif cfg.source in ("cifar10", "cifar100"):
         from clsp.data.cifar import load_cifar_split
 
@@ -41,6 +47,27 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
     return ImageSet(images.name, pixels, images.labels, images.class_names)
 
 
+def load_training_images(cfg: DataConfig) -> ImageSet:
+    """What positives and SSL train on: ``cfg.train_split``, or its ``cfg.train_subset`` images (row order kept;
+    class-stratified and fixed by ``cfg.split_seed`` when the split is labelled, else the first ones)."""
+    images = load_images(cfg, cfg.train_split)
+    n = cfg.train_subset
+    if n is None or n >= len(images):
+        return images
+    if images.labels is None:
+        rows = np.arange(n)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        rows = np.sort(
+            train_test_split(np.arange(len(images)), train_size=n, stratify=images.labels, random_state=cfg.split_seed)[
+                0
+            ]
+        )
+    labels = None if images.labels is None else images.labels[rows]
+    return ImageSet(f"{images.name}[{n} of {len(images)}]", images.images[rows], labels, images.class_names)
+
+
 def load_images_at(cfg: DataConfig, split: str, size: int, limit: int | None = None) -> ImageSet:
     """``split`` of ``cfg.source`` (its first ``limit`` images when given) resized to uint8 ``[N, size, size, C]``:
     what an encoder of input ``size`` sees in ``clsp eval`` and ``clsp features`` (STL-10: 96 px -> 64 px)."""
@@ -49,4 +76,4 @@ def load_images_at(cfg: DataConfig, split: str, size: int, limit: int | None = N
     return ImageSet(images.name, resize_images(images.images[keep], size), labels, images.class_names)
 
 
-__all__ = ["ImageSet", "check_split", "load_images", "load_images_at"]
+__all__ = ["ImageSet", "check_split", "load_images", "load_images_at", "load_training_images"]

@@ -69,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 SHIPPED_DIR = Path(__file__).parent / "pretrained"
 SHIPPED: dict[str, str] = {
     "digits-pretrained": "the `small` preset trained on the embedded digits by `clsp diffusion train`",
+    "fashion-mnist-pretrained": "the `small` preset trained on Fashion-MNIST's 60,000 training images (28 px)",
 }
 """Trained UNets shipped inside the package (``diffusion.pretrained``), each a diffusers folder beside a
 ``provenance.json`` (the command and config that trained it, the SHA-256 of its weights, its positive quality)."""

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, save_resolved_config
-from clsp.data import ImageSet, load_images, load_images_at
+from clsp.data import ImageSet, load_images_at, load_training_images
 from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
@@ -169,9 +169,7 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
         knn_temperature=e.knn_temperature,
     )  # fmt: skip
 
-    train_images = (
-        train if cfg.data.labeled_split == cfg.data.train_split else load_images(cfg.data, cfg.data.train_split)
-    )
+    train_images = load_training_images(cfg.data)
     if store is not None and (store.n != len(train_images) or not store.is_complete):
         store = None  # positives of a subset (--limit) or unfinished: no alignment term
     aligned = quality = None
@@ -185,6 +183,7 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
 
     metrics: dict[str, Any] = {
         "run": str(cfg.run.output_dir),
+        "seed": cfg.run.seed,
         "method_label": method_label(spec),
         "ssl": {k: spec.get(k) for k in ("method", "clsp_weight", "positive", "epochs", "backbone")},
         "dataset": {

@@ -18,7 +18,7 @@ from rich.progress import TextColumn
 
 from clsp.accelerator import describe_device, pick_device, stage_accelerator
 from clsp.config import Config, save_resolved_config
-from clsp.data import ImageSet, load_images
+from clsp.data import ImageSet, load_training_images
 from clsp.data.imageset import resize_images
 from clsp.diffusion.noise import NOISE_VERSION
 from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, model_to_uint8, sample_positives
@@ -82,9 +82,9 @@ def store_path(cfg: Config) -> Path:
 
 
 def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, np.ndarray]:
-    """The training split (its first ``limit`` images when given) and its anchors: uint8 ``[N, H, W, C]``
-    resized to ``diffusion.image_size`` when that is set."""
-    images = load_images(cfg.data, cfg.data.train_split)
+    """The training images (:func:`~clsp.data.load_training_images`; their first ``limit`` when given) and their
+    anchors: uint8 ``[N, H, W, C]`` resized to ``diffusion.image_size`` when that is set."""
+    images = load_training_images(cfg.data)
     if limit is not None and limit < len(images):
         images = ImageSet(
             f"{images.name}[:{limit}]",

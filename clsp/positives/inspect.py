@@ -14,7 +14,13 @@ from clsp.data import ImageSet, load_images
 from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
-from clsp.positives.quality import QUALITY_VERSION, ReferenceClassifier, fit_reference_classifier, score_positives
+from clsp.positives.quality import (
+    QUALITY_VERSION,
+    ReferenceClassifier,
+    fit_cnn_judge,
+    fit_reference_classifier,
+    score_positives,
+)
 from clsp.positives.store import PositiveStore
 
 DEFAULT_SCORE_ANCHORS = 2000
@@ -50,6 +56,8 @@ class RealReference:
     """uint8 ``[T, H, W, C]``: the real test split, which calibrates the off-manifold test."""
     classifier: ReferenceClassifier | None
     """None unless the training, labelled and test splits all have labels."""
+    cnn_judge: ReferenceClassifier | None
+    """The second judge, under the same condition."""
 
 
 def real_reference(cfg: Config, size: int) -> RealReference:
@@ -59,10 +67,11 @@ def real_reference(cfg: Config, size: int) -> RealReference:
     train, reference = anchor_images(cfg, None)
     test = load_images(cfg.data, cfg.data.test_split)
     labelled = load_images(cfg.data, cfg.data.labeled_split)
-    classifier = None
+    classifier = cnn_judge = None
     if train.labels is not None and labelled.labels is not None and test.labels is not None:
         classifier = fit_reference_classifier(labelled, test, size, cfg.positives.seed)
-    return RealReference(reference, resize_images(test.images, size), classifier)
+        cnn_judge = fit_cnn_judge(labelled, test, size, cfg.positives.seed)
+    return RealReference(reference, resize_images(test.images, size), classifier, cnn_judge)
 
 
 def score_store(
@@ -87,6 +96,7 @@ def score_store(
         anchor_labels=None if dataset.labels is None else dataset.labels[:count],
         classifier=real.classifier,
         seed=cfg.positives.seed,
+        cnn_judge=real.cnn_judge,
     )
     return {"store": str(store.root), "dataset": dataset.name, **scores}
 

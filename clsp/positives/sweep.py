@@ -77,8 +77,8 @@ def sweep_positives(
 
 
 def sweep_figure(result: dict[str, Any], path: Path) -> Path:
-    """Three panels against w, one line per blended-layer count: class kept (the classifier's real test accuracy
-    dotted), off-manifold (real held-out images' rate dotted) and anchor-candidate pixel distance (two augmented
+    """Three panels against w, one line per blended-layer count: class kept (solid: the pixel regression, dashed: the
+    CNN judge; each judge's real test accuracy dotted), off-manifold (real held-out images' rate dotted) and anchor-candidate pixel distance (two augmented
     views and random pairs dotted)."""
     figure, (kept_axis, off_axis, hard_axis) = plt.subplots(1, 3, figsize=(13, 3.8))
     first = result["points"][0]
@@ -88,12 +88,18 @@ def sweep_figure(result: dict[str, Any], path: Path) -> Path:
         w = [pt["weight"] for pt in pts]
         label = f"{num_layers} blended layer{'s' * (num_layers > 1)}"
         if labelled:
-            kept_axis.plot(w, [100 * pt["class_kept"] for pt in pts], "o-", label=label)
+            line = kept_axis.plot(w, [100 * pt["class_kept"] for pt in pts], "o-", label=label)[0]
+            if "class_kept_cnn" in pts[0]:
+                kept = [100 * pt["class_kept_cnn"] for pt in pts]
+                kept_axis.plot(w, kept, "s--", color=line.get_color(), label=f"{label}, CNN judge")
         off_axis.plot(w, [100 * pt["off_manifold"] for pt in pts], "o-", label=label)
         hard_axis.plot(w, [pt["pixel_distance"]["anchor_candidate"] for pt in pts], "o-", label=label)
     off_axis.axhline(100 * first["realism"]["real_test_off_manifold"], color="grey", ls=":", label="real test images")
     if labelled:
         kept_axis.axhline(100 * first["classifier"]["test_accuracy"], color="grey", ls=":", label="real test accuracy")
+        if "cnn_judge" in first:
+            accuracy = 100 * first["cnn_judge"]["test_accuracy"]
+            kept_axis.axhline(accuracy, color="black", ls=":", label="real test accuracy, CNN judge")
         kept_axis.set_ylim(0, 102)
     else:
         kept_axis.text(0.5, 0.5, "needs labels", ha="center", va="center", transform=kept_axis.transAxes)

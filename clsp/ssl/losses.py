@@ -44,17 +44,17 @@ def nearest_neighbour(z: Tensor, support: Tensor) -> Tensor:
     return support[(z @ support.T).argmax(1)]
 
 
-def nnclr_loss(z1: Tensor, z2: Tensor, support: Tensor, temperature: float) -> Tensor:
-    """NNCLR: the nearest neighbour of each view in the support set ``[K, D]`` replaces it as the anchor,
-    ``ℓ_i = -log exp(NN(z1_i)·z2_i/τ) / Σ_k exp(NN(z1_i)·z2_k/τ)``, symmetrised over the two views.
+def nnclr_loss(z1: Tensor, z2: Tensor, p1: Tensor, p2: Tensor, support: Tensor, temperature: float) -> Tensor:
+    """NNCLR's symmetric loss from projections ``z1``, ``z2`` and predictions ``p1``, ``p2`` (unit rows ``[B, D]``)
+    of two views and the support set ``[K, D]``: the nearest neighbour of ``z1_i`` is the anchor of ``p2_i``,
+    ``ℓ_i = -log exp(NN(z1_i)·p2_i/τ) / Σ_k exp(NN(z1_i)·p2_k/τ)``, averaged with the same from ``z2`` and ``p1``.
 
-    The neighbours come from a detached support set, so gradients flow through ``z2`` (resp. ``z1``) only.
+    The neighbours come from a detached support set, so gradients flow through the predictions only.
     """
-    b = z1.shape[0]
-    targets = torch.arange(b, device=z1.device)
+    targets = torch.arange(z1.shape[0], device=z1.device)
     nn1, nn2 = nearest_neighbour(z1, support), nearest_neighbour(z2, support)
     return 0.5 * (
-        F.cross_entropy(nn1 @ z2.T / temperature, targets) + F.cross_entropy(nn2 @ z1.T / temperature, targets)
+        F.cross_entropy(nn1 @ p2.T / temperature, targets) + F.cross_entropy(nn2 @ p1.T / temperature, targets)
     )
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from clsp.accelerator import stage_accelerator
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, load_config, save_resolved_config
-from clsp.data import load_images
+from clsp.data import load_training_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
 from clsp.interrupt import any_process, stop_on_interrupt
@@ -125,7 +125,7 @@ def _accelerator(cfg: Config) -> Accelerator:
 def _dataset(cfg: Config, num_processes: int) -> tuple[MultiViewDataset, int | None, dict[str, object]]:
     """The multi-view dataset, its number of classes (None without labels) and the backbone's input spec."""
     s = cfg.ssl
-    images = load_images(cfg.data, cfg.data.train_split)
+    images = load_training_images(cfg.data)
     n, (h, _, c) = len(images), images.image_shape
     if s.batch_size % num_processes:
         raise ClspError(f"ssl.batch_size={s.batch_size} is not divisible by {num_processes} processes; change it")

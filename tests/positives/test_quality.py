@@ -11,12 +11,13 @@ import torch
 from PIL import Image
 
 from clsp.config import AugmentConfig, Config, load_config, save_resolved_config
-from clsp.data import load_images
+from clsp.data import ImageSet, load_images
 from clsp.positives.generate import anchor_images
 from clsp.positives.inspect import score_store, store_quality
 from clsp.positives.quality import (
     NEEDS_LABELS,
     feature_hardness,
+    fit_cnn_judge,
     fit_reference_classifier,
     nearest_real_distance,
     pixel_hardness,
@@ -50,6 +51,7 @@ def test_copies_of_the_anchors_keep_every_class_and_stay_on_the_manifold(tmp_pat
     scores = score_store(make_store(cfg, np.repeat(train.images[:, None], 2, axis=1)), cfg)
     assert scores["classifier"]["test_accuracy"] > 0.9  # the judge is trustworthy on real test images
     assert scores["class_kept"] > 0.97 and scores["off_manifold"] == 0.0
+    assert scores["cnn_judge"]["test_accuracy"] > 0.9 and scores["class_kept_cnn"] > 0.97  # the second judge too
     assert scores["pixel_distance"]["anchor_candidate"] == 0.0 and scores["pixel_distance"]["candidate_candidate"] == 0
     assert scores["realism"]["real_test_off_manifold"] < 0.04  # the test flags ~1% of real images by design
     assert scores["num_anchors"] == len(train) and scores["dataset"] == "digits/train"
@@ -123,6 +125,18 @@ def test_the_classifier_is_fit_on_train_and_measured_on_test(tmp_path: Path) -> 
     assert classifier.num_train == len(train)
     accuracy = (classifier.model.predict(test.images.reshape(len(test), -1) / 255) == test.labels).mean()
     assert accuracy == pytest.approx(classifier.test_accuracy)
+
+
+def test_the_cnn_judge_learns_from_real_labels_only_and_is_seeded(tmp_path: Path) -> None:
+    cfg = digits(tmp_path)
+    train, test = load_images(cfg.data, "train"), load_images(cfg.data, "test")
+    judge = fit_cnn_judge(train, test, 16, seed=3)
+    assert judge.num_train == len(train) and judge.test_accuracy > 0.9
+    probs = judge.model.predict_proba(test.images.reshape(len(test), -1).astype(np.float32) / 255)
+    assert probs.shape == (len(test), 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (judge.model.classes_[probs.argmax(1)] == test.labels).mean() == pytest.approx(judge.test_accuracy)
+    shuffled = ImageSet("shuffled", train.images, np.random.default_rng(0).permutation(train.labels), train.class_names)
+    assert fit_cnn_judge(shuffled, test, 16, seed=3).test_accuracy < 0.3  # it learns the labels, nothing else
 
 
 def test_scores_are_cached_until_the_store_changes(tmp_path: Path) -> None:

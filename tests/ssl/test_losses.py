@@ -35,14 +35,15 @@ def naive_infonce(q, k, queue, tau):
     return total / len(q)
 
 
-def naive_nnclr_one_side(za, zb, support, tau):
+def naive_nnclr_one_side(z, p_other, support, tau):
+    """One side of NNCLR's loss in float64 Python: NN of z_i in the support set against the other view's predictions."""
     total = 0.0
-    for i in range(len(za)):
-        sims = [float(za[i] @ s) for s in support]
-        nn = support[max(range(len(sims)), key=sims.__getitem__)]
-        denominator = sum(math.exp(float(nn @ zb[k]) / tau) for k in range(len(zb)))
-        total += -math.log(math.exp(float(nn @ zb[i]) / tau) / denominator)
-    return total / len(za)
+    for i in range(len(z)):
+        sims = [float(z[i] @ s) for s in support]
+        nn = support[max(range(len(sims)), key=sims.__getitem__)].double()
+        logits = [float(nn @ p_other[k].double()) / tau for k in range(len(p_other))]
+        total += -(logits[i] - math.log(sum(math.exp(v) for v in logits)))
+    return total / len(z)
 
 
 @pytest.mark.parametrize("b", [1, 4, 9])
@@ -59,10 +60,19 @@ def test_moco_loss_matches_naive_loop():
     assert abs(moco_loss(q1, q2, k1, k2, queues, TAU).item() - expected) < 1e-5
 
 
-def test_nnclr_loss_matches_naive_loop():
-    z1, z2, support = unit(5, 8, seed=3), unit(5, 8, seed=4), unit(40, 8, seed=5)
-    expected = 0.5 * (naive_nnclr_one_side(z1, z2, support, TAU) + naive_nnclr_one_side(z2, z1, support, TAU))
-    assert abs(nnclr_loss(z1, z2, support, TAU).item() - expected) < 1e-5
+@pytest.mark.parametrize("b", [1, 5, 12])
+def test_nnclr_loss_matches_float64_reference(b):
+    z1, z2, p1, p2 = (unit(b, 8, seed=s) for s in (3, 4, 10, 11))
+    support = unit(40, 8, seed=5)
+    expected = 0.5 * (naive_nnclr_one_side(z1, p2, support, TAU) + naive_nnclr_one_side(z2, p1, support, TAU))
+    assert abs(nnclr_loss(*(t.float() for t in (z1, z2, p1, p2, support)), TAU).item() - expected) < 1e-5
+
+
+def test_nnclr_gradients_reach_the_predictions_only():
+    z1, z2, p1, p2 = (unit(6, 8, seed=s).requires_grad_() for s in (3, 4, 10, 11))
+    nnclr_loss(z1, z2, p1, p2, unit(40, 8, seed=5), TAU).backward()
+    assert z1.grad is None and z2.grad is None  # the neighbour lookup is not differentiable
+    assert p1.grad.abs().sum() > 0 and p2.grad.abs().sum() > 0
 
 
 def test_clsp_alignment_is_mean_squared_distance():

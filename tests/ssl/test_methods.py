@@ -17,7 +17,7 @@ B = 8
 def config(method: str, **kw) -> SSLConfig:
     return SSLConfig(
         method=method, backbone="small-cnn", projector_hidden_dim=32, projector_dim=16, queue_size=16,
-        nnclr_support_size=32, clsp_weight=0.5, **kw,
+        nnclr_support_size=32, nnclr_predictor_hidden_dim=64, clsp_weight=0.5, **kw,
     )  # fmt: skip
 
 
@@ -27,8 +27,8 @@ def views(n: int = 3) -> list[torch.Tensor]:
 
 
 def online_embeddings(method, vs):
-    _, z = method.embed(method.backbone, method.projector, vs)
-    return z.split(B)
+    _, y = method.embed(method.backbone, method.projector, vs)
+    return F.normalize(y, dim=1).split(B)
 
 
 def test_simclr_forward_is_nt_xent_plus_weighted_clsp():
@@ -63,7 +63,7 @@ def test_moco_updates_key_encoder_then_uses_and_fills_the_queues():
         torch.testing.assert_close(k, 0.9 * k0 + 0.1 * q0)
     z1, z2, _ = online_embeddings(m, vs)
     with torch.no_grad():
-        _, k = m.embed(m.key_backbone, m.key_projector, vs[:2])
+        k = F.normalize(m.embed(m.key_backbone, m.key_projector, vs[:2])[1], dim=1)
     k1, k2 = k.split(B)
     torch.testing.assert_close(out["ssl"], moco_loss(z1, z2, k1, k2, queues_before, 0.2))
     torch.testing.assert_close(m.queues.queues[0, :B], k1)
@@ -73,15 +73,22 @@ def test_moco_updates_key_encoder_then_uses_and_fills_the_queues():
     assert not any(p.requires_grad for p in m.key_backbone.parameters())
 
 
-def test_nnclr_uses_and_fills_the_support_set():
+def test_nnclr_predicts_across_views_and_fills_the_support_set():
     torch.manual_seed(0)
     m = build_method(config("nnclr"), 1, None)
+    reference = copy.deepcopy(m)
     support_before = m.support.queues[0].clone()
     vs = views()
     out = m(vs)
-    z1, z2, _ = online_embeddings(m, vs)
-    torch.testing.assert_close(out["ssl"], nnclr_loss(z1, z2, support_before, 0.2))
-    torch.testing.assert_close(m.support.queues[0, :B], z1.detach())
+    # Independently, per view: backbone, the 3-layer projector with BatchNorm, the 2-layer predictor.
+    y = [reference.projector(reference.backbone(v)) for v in vs]
+    z = [F.normalize(t, dim=1) for t in y]
+    p1, p2 = (F.normalize(reference.predictor(t), dim=1) for t in y[:2])
+    torch.testing.assert_close(out["ssl"], nnclr_loss(z[0], z[1], p1, p2, support_before, 0.2))
+    torch.testing.assert_close(out["clsp"], clsp_alignment(z[0], z[2]))
+    torch.testing.assert_close(m.support.queues[0, :B], z[0].detach())
+    assert sum(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.projector) == 3
+    assert m.predictor[0].out_features == 64 and m.predictor[-1].out_features == 16
 
 
 def shifted_views() -> list[torch.Tensor]:
@@ -101,7 +108,7 @@ def test_per_view_batchnorm_equals_separate_forward_passes(method):
     out["loss"].backward()
 
     # Independently: one plain backbone call per view, in view order, then the projector.
-    z = [F.normalize(reference.projector(reference.backbone(v)).float(), dim=1) for v in vs]
+    z = [F.normalize(reference.projector(reference.backbone(v)).float(), dim=1) for v in vs]  # per-view heads too
     torch.testing.assert_close(out["clsp"], clsp_alignment(z[0], z[2]))
     if method == "simclr":
         expected = nt_xent(z[0], z[1], 0.2)
@@ -120,8 +127,8 @@ def test_per_view_keeps_the_real_views_independent_of_the_synthetic_one_and_join
     for groups, independent in (("per_view", True), ("joint", False)):
         torch.manual_seed(0)
         m = build_method(config("simclr", bn_groups=groups), 1, None)
-        z1 = m.embed(m.backbone, m.projector, vs)[1][:B]
-        z1_other = m.embed(m.backbone, m.projector, other)[1][:B]
+        z1 = online_embeddings(m, vs)[0]
+        z1_other = online_embeddings(m, other)[0]
         assert torch.allclose(z1, z1_other, atol=1e-6) is independent
 
 
