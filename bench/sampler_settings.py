@@ -5,8 +5,8 @@ Every setting samples the same anchors (the first ``--anchors`` training images,
 w, η and blended layers, the same counter-based noise key) and is scored against one real reference
 (clsp.positives.inspect.score_store), so the settings differ only in the solver, the step count and the precision.
 Positives/s is anchors over the wall time of ``generate_positives`` (UNet load included, one process, the machine's
-torch threads). Prints a markdown table and the cheapest setting within ``--tolerance`` points of DDIM-100 fp32 on
-class kept (both judges) and off-manifold.
+torch threads). Prints a markdown table and the cheapest setting no worse than DDIM-100 fp32 by more than
+``--tolerance`` points on class kept (both judges) and off-manifold.
 
     python bench/sampler_settings.py configs/fashion_mnist.yaml --anchors 256
 """
@@ -68,8 +68,10 @@ def main() -> None:
     print(
         f"\n{args.anchors} anchors x 1 candidate; judge (real test accuracy) {reference['judge_test_accuracy']:.1f}%\n"
     )
-    print("| sampler | precision | class kept % | off-manifold % | positives/s | speed vs DDIM-100 fp32 |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| sampler | precision | class kept % | class kept (CNN) % | off-manifold % | positives/s | vs DDIM-100 fp32 |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         speed = r["positives_per_s"] / reference["positives_per_s"]
         print(
@@ -77,8 +79,14 @@ def main() -> None:
             f"{r['off_manifold']:.1f} | "
             f"{r['positives_per_s']:.1f} | {speed:.2f}x |"
         )
-    measures = ("class_kept", "class_kept_cnn", "off_manifold")
-    equal = [r for r in rows if all(abs(r[m] - reference[m]) <= args.tolerance for m in measures)]
+    # equal quality: no worse than DDIM-100 fp32 by more than the tolerance (better is fine)
+    equal = [
+        r
+        for r in rows
+        if r["class_kept"] >= reference["class_kept"] - args.tolerance
+        and r["class_kept_cnn"] >= reference["class_kept_cnn"] - args.tolerance
+        and r["off_manifold"] <= reference["off_manifold"] + args.tolerance
+    ]
     best = max(equal, key=lambda r: r["positives_per_s"])
     speed = best["positives_per_s"] / reference["positives_per_s"]
     print(

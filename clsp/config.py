@@ -293,7 +293,7 @@ class ExportConfig(Section):
 class DemoConfig(Section):
     methods: tuple[Literal[DEMO_METHODS], ...] = ("simclr", "clsp-simclr", "simclr-real3")  # type: ignore[valid-type]
     """Rows of ``clsp demo`` (``--methods`` overrides), trained with the same budget and seeds; every CLSP row is
-    compared with every other row. Not part of a demo folder's identity: a rerun with more rows reuses the others."""
+    compared with every row without CLSP. No stage depends on it: a rerun with more rows reuses the others."""
 
     @model_validator(mode="after")
     def _check_methods(self) -> "DemoConfig":

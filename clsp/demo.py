@@ -5,8 +5,8 @@ Trains the DDPM (or, with ``diffusion.pretrained``, samples with a trained one),
 then for each seed (3 by default) trains every row of ``demo.methods`` (``--methods``; see
 :data:`~clsp.config.DEMO_METHODS`: baselines with λ = 0, CLSP variants with λ = ``ssl.clsp_weight``, controls with
 the same λ on a third real augmented view) with the same budget and seed, evaluates them (full-label and
-label-efficient probes), and writes side-by-side tables, every CLSP row's paired differences against every other
-row with a 95 % confidence interval over seeds (:mod:`clsp.evaluation.verdict`), and a verdict sentence per
+label-efficient probes), and writes side-by-side tables, every CLSP row's paired differences against every row
+without CLSP with a 95 % confidence interval over seeds (:mod:`clsp.evaluation.verdict`), and a verdict sentence per
 headline probe.
 
 Layout under ``<run.output_dir>``: ``unet/``, ``diffusion/``, ``positives/`` (shared), ``seed<S>/<variant>/``
@@ -251,7 +251,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
         for a in rows
         if a.is_clsp
         for b in rows
-        if b != a
+        if not b.is_clsp
     }
     verdict = [d.sentence() for diffs in comparisons.values() for d in headline(diffs)]
     diff_headers, diff_rows = _difference_rows(comparisons)
