@@ -18,6 +18,21 @@ def file_in_the_way(folder: str | Path) -> Path | None:
     return None
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def give_default_modes(folder: Path) -> None:
+    """Give every file in ``folder`` :func:`default_file_mode` (safetensors writes its files 0600)."""
+    mode = default_file_mode()
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            os.chmod(path, mode)
+
+
 def _new_temp_file(path: Path) -> Path:
     """An empty file beside ``path`` with the mode the umask gives new files (``tempfile.mkstemp``'s is 0600)."""
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp{path.suffix}"
@@ -35,6 +50,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = _new_temp_file(path)
     try:
         write(tmp)
+        os.chmod(tmp, default_file_mode())  # a writer may have replaced the file with its own mode (safetensors: 0600)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,11 +9,12 @@ import typer
 from clsp.cli_args import ConfigArgument, SetOption
 from clsp.config import DEMO_METHODS, load_config, save_resolved_config
 from clsp.diffusion.commands import diffusion_app
-from clsp.errors import ClspError
+from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
 from clsp.evaluation.commands import compare_command, eval_command
 from clsp.export.commands import export_command, features_command
+from clsp.interrupt import Interrupted, exit_code
 from clsp.positives.commands import positives_app
-from clsp.progress import print_summary, status_console
+from clsp.progress import print_error, print_summary, status_console
 from clsp.ssl.commands import train_command
 
 app = typer.Typer(
@@ -124,11 +125,16 @@ def main() -> None:
     try:
         app()
     except ClspError as e:
-        status_console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        print_error(str(e))
         sys.exit(2)
-    except KeyboardInterrupt:
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        print_error(os_error_line(e))
+        sys.exit(2)
+    except (KeyboardInterrupt, Interrupted) as e:
         status_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(exit_code(e))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ synthetic positive) and the paper's control (``-real3``: the same λ on a third 
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: YAML reads `.inf`, `.nan` and `1e400` as floats, which no field of clsp means.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunConfig(Section):
@@ -72,6 +73,9 @@ class DataConfig(Section):
     """Allow torchvision to download CIFAR/STL-10 into ``root`` (machines with internet only)."""
     skip_bad_images: bool = False
     """folder: skip unreadable files with a warning instead of stopping."""
+    max_image_pixels: int = Field(89_478_485, ge=1)
+    """folder and ``--input``: image files with more pixels are refused from their header, before decoding (a
+    decompression-bomb guard; Pillow's own default). Bombs are refused even with skip_bad_images."""
     test_fraction: float = Field(0.25, gt=0, lt=1)
     """digits: fraction of the 1,797 images in the stratified test split."""
     split_seed: int = Field(0, ge=0)
@@ -148,6 +152,9 @@ class PositivesConfig(Section):
     eta: float = Field(0.1, ge=0)
     num_layers: int = Field(1, ge=1)
     """1 blends the bottleneck only; L also blends the L-1 deepest skip tensors."""
+    anchor_noise: Literal["fresh", "shared"] = "fresh"
+    """fresh (the paper): the anchor is re-noised with new noise at every step; shared: with the sample's own
+    x_T at every step, so the anchor's and the sample's features carry the same noise (a clsp option)."""
     solver: Literal["ddim", "dpm-solver++"] = "ddim"
     batch_size: int = Field(256, ge=1)
     shard_size: int = Field(1024, ge=1)
@@ -253,9 +260,9 @@ class EvalConfig(Section):
     term is always measured at the encoder's input size."""
     linear_epochs: int = Field(100, ge=1)
     linear_lr: PositiveFloat = 1.0
-    linear_milestones: tuple[int, ...] = (60, 80)
+    linear_milestones: tuple[Annotated[int, Field(ge=1)], ...] = (60, 80)
     linear_batch_size: int = Field(256, ge=1)
-    knn_k: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
+    knn_k: tuple[Annotated[int, Field(ge=1)], ...] = Field((5, 10, 20, 50, 100, 200), min_length=1)
     knn_k_fixed: int = Field(20, ge=1)
     """Reported beside the best k, which is picked on the test set and therefore optimistic."""
     knn_temperature: PositiveFloat = 0.07
@@ -268,7 +275,7 @@ class EvalConfig(Section):
 
 
 class ExportConfig(Section):
-    formats: tuple[Literal["onnx", "torchscript", "pt2", "trt"], ...] = ("onnx", "torchscript")
+    formats: tuple[Literal["onnx", "torchscript", "pt2", "trt"], ...] = Field(("onnx", "torchscript"), min_length=1)
     opset: int = Field(18, ge=18)
     min_batch: int = Field(1, ge=1)
     opt_batch: int = Field(64, ge=1)
@@ -291,7 +298,7 @@ class ExportConfig(Section):
 
 
 class DemoConfig(Section):
-    methods: tuple[Literal[DEMO_METHODS], ...] = ("simclr", "clsp-simclr", "simclr-real3")  # type: ignore[valid-type]
+    methods: tuple[Literal[DEMO_METHODS], ...] = Field(("simclr", "clsp-simclr", "simclr-real3"), min_length=1)  # type: ignore[valid-type]
     """Rows of ``clsp demo`` (``--methods`` overrides), trained with the same budget and seeds; every CLSP row is
     compared with every row without CLSP. No stage depends on it: a rerun with more rows reuses the others."""
 
@@ -314,6 +321,44 @@ class Config(Section):
 
 
 RESOLVED_CONFIG_NAME = "config.yaml"
+MAX_CONFIG_BYTES = 1 << 20
+"""A config is a few kilobytes; a larger file is refused before it is parsed."""
+MAX_CONFIG_VALUES = 100_000
+"""Values a config may hold once YAML aliases are expanded (an alias bomb is refused before validation)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (PyYAML silently keeps the last one)."""
+
+
+def _construct_unique_mapping(loader: _ConfigLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    lines: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            first = lines.setdefault(key, line)
+        except TypeError:  # an unhashable key: construct_mapping below reports it
+            continue
+        if first != line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (lines {first} and {line}); keep one", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep)
+
+
+_ConfigLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values ``value`` holds with every shared (aliased) list or mapping counted each time it appears;
+    linear in the distinct objects (``sizes`` memoises them)."""
+    if not isinstance(value, dict | list):
+        return 1
+    if id(value) not in sizes:
+        children = value.values() if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(value)]
 
 
 def parse_override(override: str) -> tuple[list[str], Any]:
@@ -372,6 +417,11 @@ def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | t
     for override in overrides:
         keys, value = parse_override(override)
         _apply_override(raw, keys, value, override)
+    if _expanded_size(raw, {}) > MAX_CONFIG_VALUES:
+        raise ClspError(
+            f"{source}: holds more than {MAX_CONFIG_VALUES} values once its YAML aliases are expanded; a config "
+            "needs a few dozen: remove the repeated aliases or long lists"
+        )
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
@@ -388,8 +438,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ClspError(f"config '{path}' is a folder; pass a YAML file such as configs/digits.yaml")
     if not path.is_file():
         raise ClspError(f"config file '{path}' not found; pass a YAML file such as configs/digits.yaml")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ClspError(f"{path}: {size} bytes; a config may have at most {MAX_CONFIG_BYTES} (they are a few KB)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}
     except UnicodeDecodeError as e:
         raise ClspError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass a YAML config") from None
     except OSError as e:

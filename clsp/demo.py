@@ -27,7 +27,10 @@ from typing import Any
 
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, load_config, save_resolved_config
+from clsp.differences import describe_differences, field_differences
 from clsp.errors import ClspError
+from clsp.interrupt import interrupted_error
+from clsp.json_files import json_field, read_json_object
 from clsp.progress import console, print_table
 
 QUICK_OVERRIDES = (
@@ -114,16 +117,34 @@ def demo_result_run(root: Path) -> tuple[Path, str] | None:
     return run, f"the demo's result in {RESULT_FILE}: {variant}, seed {seed}"
 
 
-def stage_key(cfg: Config, parts: Sequence[str]) -> str:
-    """A hash of the settings ``parts`` (sections or dotted fields of ``cfg``) that decide a stage's result."""
+def stage_settings(cfg: Config, parts: Sequence[str], root: Path) -> dict[str, Any]:
+    """The settings ``parts`` (sections or dotted fields of ``cfg``) that decide a stage's result, with paths inside
+    the demo folder ``root`` written as ``<demo>/...``: a copied demo folder (only ``output_dir`` differs) keeps
+    every finished stage."""
+    prefix = str(root)
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, str) and (value == prefix or value.startswith(prefix + "/")):
+            return "<demo>" + value[len(prefix) :]
+        return value
+
     dump = cfg.model_dump(mode="json")
     chosen = {}
     for part in parts:
         value = dump
         for name in part.split("."):
             value = value[name]
-        chosen[part] = value
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+        chosen[part] = relative(value)
+    return chosen
+
+
+def stage_key(settings: dict[str, Any]) -> str:
+    """A short hash of :func:`stage_settings`."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class StageLedger:
@@ -136,13 +157,20 @@ class StageLedger:
         self.path, self.overwrite = path, overwrite
         self.stages: dict[str, dict[str, Any]] = {}
         if path.is_file():
-            saved = json.loads(path.read_text())
+            fix = "delete it to rerun every stage, or choose another folder with --set run.output_dir=..."
+            saved = read_json_object(path, fix)
             if "stages" not in saved:
                 raise ClspError(
                     f"{path}: written by an older clsp; choose another folder with --set run.output_dir=... or "
                     "delete that one"
                 )
-            self.stages = saved["stages"]
+            stages = json_field(saved, "stages", dict, path, fix)
+            for name, entry in stages.items():
+                if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+                    raise ClspError(f"{path}: stage {name!r} has no key; {fix}")
+                if "seconds" in entry:
+                    json_field(entry, "seconds", float, path, fix, minimum=0)
+            self.stages = stages
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -151,27 +179,36 @@ class StageLedger:
     def _save(self) -> None:
         atomic_write_text(self.path, json.dumps({"stages": self.stages}, indent=1))
 
-    def run(self, stage: str, key: str, work: Callable[[bool], object]) -> None:
-        """Run ``work(resume)`` unless ``stage`` finished before with settings ``key``; ``resume`` is True when it
-        started with them and did not finish. Records the wall time. A result with ``interrupted`` set (a training
-        stopped by Ctrl-C, its state saved) stops the demo unrecorded: the rerun resumes it."""
+    def changed(self, stage: str, settings: dict[str, Any]) -> bool:
+        """Whether ``stage`` was started before with other settings."""
         entry = self.stages.get(stage)
+        return entry is not None and entry["key"] != stage_key(settings)
+
+    def run(self, stage: str, settings: dict[str, Any], work: Callable[[bool], object]) -> None:
+        """Run ``work(resume)`` unless ``stage`` finished before with ``settings`` (:func:`stage_settings`);
+        ``resume`` is True when it started with them and did not finish. Records the wall time. A result with
+        ``interrupted`` set (a training stopped by Ctrl-C or SIGTERM, its state saved) stops the demo unrecorded:
+        the rerun resumes it."""
+        key, entry = stage_key(settings), self.stages.get(stage)
         if entry is not None and entry["key"] == key and "seconds" in entry:
             console.print(f"[dim]{stage}: done before ({entry['seconds']:.0f} s), skipped[/]")
             return
         if entry is not None and entry["key"] != key and not self.overwrite:
+            changed = field_differences(entry.get("settings"), settings, "")
+            named = describe_differences([(name.lstrip("."), old, new) for name, old, new in changed])
             raise ClspError(
-                f"{self.path.parent}: stage '{stage}' was run with another config; rerun with --overwrite to redo "
-                "the stages whose settings changed, or choose another folder with --set run.output_dir=..."
+                f"{self.path.parent}: stage '{stage}' was run with other settings ({named or 'unrecorded'}); rerun "
+                "with --overwrite to redo the stages whose settings changed, or choose another folder with "
+                "--set run.output_dir=..."
             )
         resume = entry is not None and entry["key"] == key
-        self.stages[stage] = {"key": key}
+        self.stages[stage] = {"key": key, "settings": settings}
         self._save()
         console.rule(stage)
         started = time.perf_counter()
         if getattr(work(resume), "interrupted", False):
-            raise KeyboardInterrupt
-        self.stages[stage] = {"key": key, "seconds": time.perf_counter() - started}
+            raise interrupted_error()
+        self.stages[stage] = {"key": key, "settings": settings, "seconds": time.perf_counter() - started}
         self._save()
 
 
@@ -213,16 +250,18 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
                 resume = resume and (root / "diffusion" / "state").is_dir()
                 return train_diffusion(cfg, resume, overwrite=not resume)
 
-            ledger.run("diffusion", stage_key(cfg, DIFFUSION_SETTINGS), diffusion)
+            ledger.run("diffusion", stage_settings(cfg, DIFFUSION_SETTINGS, root), diffusion)
         else:
-            ledger.run("diffusion", stage_key(cfg, DIFFUSION_SETTINGS), lambda resume: _use_pretrained(cfg))
+            ledger.run("diffusion", stage_settings(cfg, DIFFUSION_SETTINGS, root), lambda resume: _use_pretrained(cfg))
 
-        key = stage_key(cfg, POSITIVES_SETTINGS)
-        if overwrite and ledger.stages.get("positives", {"key": key})["key"] != key:
+        settings = stage_settings(cfg, POSITIVES_SETTINGS, root)
+        if overwrite and ledger.changed("positives", settings):
             shutil.rmtree(store_path(cfg), ignore_errors=True)  # made with other settings: start it over
-        ledger.run("positives", key, lambda resume: generate_positives(cfg))  # resumes a store of these settings
+        ledger.run("positives", settings, lambda resume: generate_positives(cfg))  # resumes a store of these settings
         store = PositiveStore.open(store_path(cfg), check="size")
-        ledger.run("score positives", stage_key(cfg, SCORE_SETTINGS), lambda resume: store_quality(store, cfg))
+        ledger.run(
+            "score positives", stage_settings(cfg, SCORE_SETTINGS, root), lambda resume: store_quality(store, cfg)
+        )
         quality = store_quality(store, cfg)  # cached by the stage above
         stages = ["diffusion", "positives", "score positives"]
 
@@ -230,16 +269,18 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
     for seed in seeds:
         for variant in rows:
             run = run_config(cfg, seed, variant)
-            ssl_key = stage_key(run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ())))
+            ssl_settings = stage_settings(run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ())), root)
             stages += [f"{variant.name} seed {seed}", f"eval {variant.name} seed {seed}"]
 
             def ssl(resume: bool, run: Config = run) -> object:
                 resume = resume and (run.run.output_dir / "ssl" / "state").is_dir()
                 return train_ssl(run, resume, overwrite=not resume)
 
-            ledger.run(stages[-2], ssl_key, ssl)
-            eval_key = stage_key(run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ()), "eval"))
-            ledger.run(stages[-1], eval_key, lambda resume, run=run: evaluate_run(run))
+            ledger.run(stages[-2], ssl_settings, ssl)
+            eval_settings = stage_settings(
+                run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ()), "eval"), root
+            )
+            ledger.run(stages[-1], eval_settings, lambda resume, run=run: evaluate_run(run))
             runs.append(json.loads((run.run.output_dir / "eval" / "metrics.json").read_text()))
 
     first = {v.name: run_config(cfg, seeds[0], v).run.output_dir / "ssl" / "metrics.jsonl" for v in rows}
@@ -284,7 +325,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
     print_table(f"CLSP vs baselines, {len(seeds)} seed(s) (mean ± std over seeds)", headers, table_rows)
     console.rule("verdict")
     for line in verdict:
-        console.print(line, highlight=False)
+        console.print(line, markup=False, highlight=False)
     print_table("wall time per stage", ["stage", "seconds"], stage_rows)
     print_table("where to look", ["what", "file"], [*result["files"].items(), ("this summary", root / "demo.md")])
     return result
@@ -298,7 +339,8 @@ def _use_pretrained(cfg: Config) -> None:
     unet = load_trained_unet(cfg).eval()
     console.print(
         f"diffusion: sampling with the trained UNet {trained_unet_source(cfg)!r} (diffusion.pretrained), not training "
-        "one; `clsp demo --train-diffusion` trains it from scratch with the config's recipe"
+        "one; `clsp demo --train-diffusion` trains it from scratch with the config's recipe",
+        markup=False,
     )
     if cfg.diffusion.num_samples:
         save_samples(unet, cfg, cfg.run.output_dir / "diffusion" / "samples.png")

@@ -14,6 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ def print_summary(title: str, rows: Mapping[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(str(key), str(value))
+        table.add_row(Text(str(key)), Text(str(value)))
     console.print(table)
 
 
@@ -66,10 +67,20 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     """Print a table with a header row to stdout."""
     table = Table(*headers, title=title, title_justify="left")
     for row in rows:
-        table.add_row(*map(str, row))
+        table.add_row(*(Text(str(cell)) for cell in row))
     console.print(table)
+
+
+def _labelled(label: str, style: str, message: str) -> None:
+    # Text, not markup: a message's own brackets (``pip install 'clsp[trt]'``, ``[batch,1,16,16]``) stay as written.
+    status_console.print(Text.assemble((label, style), " ", str(message)), soft_wrap=True, highlight=False)
 
 
 def warn(message: str) -> None:
     """Print a one-line warning to stderr."""
-    status_console.print(f"[yellow]warning:[/] {message}")
+    _labelled("warning:", "yellow", message)
+
+
+def print_error(message: str) -> None:
+    """Print a one-line error to stderr."""
+    _labelled("error:", "red", message)

@@ -13,10 +13,11 @@ import yaml
 from clsp.config import RESOLVED_CONFIG_NAME, Config
 from clsp.differences import Difference, describe_differences, field_differences
 from clsp.errors import ClspError
+from clsp.training_state import recover_state_swap
 
 LOCK_FILE = ".lock"
 DATA_RESUME_SAFE = frozenset(
-    f"data.{k}" for k in ("root", "download", "skip_bad_images", "labeled_split", "test_split")
+    f"data.{k}" for k in ("root", "download", "skip_bad_images", "max_image_pixels", "labeled_split", "test_split")
 )
 """Data settings a resumed training may change: where the files are and the splits it does not train on."""
 
@@ -56,15 +57,26 @@ def check_resume_config(stage_dir: Path, cfg: Config, sections: tuple[str, ...],
         )
 
 
+def has_saved_state(stage_dir: Path) -> bool:
+    """Whether ``stage_dir`` holds a resume state (after recovering one an interrupted swap left aside)."""
+    recover_state_swap(stage_dir / "state")
+    return (stage_dir / "state").is_dir()
+
+
 def refuse_overwrite(stage_dir: Path, outputs: tuple[str, ...], resume: bool, overwrite: bool) -> None:
-    """Without ``resume`` or ``overwrite``, refuse to start a run over the ``outputs`` (names in ``stage_dir``)
-    that an earlier run left there."""
+    """Without ``resume`` or ``overwrite``, refuse to start a run over the ``outputs`` (paths relative to
+    ``stage_dir``, e.g. ``state`` or ``../unet``) that an earlier run left there."""
     if resume or overwrite:
         return
-    found = [name for name in outputs if (stage_dir / name).exists()]
+    found = [os.path.relpath(stage_dir / name, stage_dir.parent) for name in outputs if (stage_dir / name).exists()]
+    if found and not has_saved_state(stage_dir):
+        raise ClspError(
+            f"{stage_dir.parent} holds an earlier run ({', '.join(found)}) that saved no resume state (it stopped before "
+            "its first checkpoint, or its state was removed): pass --overwrite to start over, or another run.output_dir"
+        )
     if found:
         raise ClspError(
-            f"{stage_dir} holds an earlier run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
+            f"{stage_dir.parent} holds an earlier run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
             "replace it, or another run.output_dir"
         )
 
@@ -81,8 +93,11 @@ def check_start(
     """The checks before a training stage writes to ``stage_dir``: ``resume`` needs its ``state/`` and the
     settings it was made with (:func:`check_resume_config`); a fresh start needs ``overwrite`` to replace the
     ``outputs`` of an earlier run (:func:`refuse_overwrite`)."""
-    if resume and not (stage_dir / "state").is_dir():
-        raise ClspError(f"--resume: no saved state in {stage_dir / 'state'}; start without --resume")
+    if resume and not has_saved_state(stage_dir):
+        raise ClspError(
+            f"--resume: no saved state in {stage_dir / 'state'} (the run stopped before its first checkpoint, or "
+            "never ran); start without --resume (with --overwrite if the folder holds an earlier run's files)"
+        )
     refuse_overwrite(stage_dir, outputs, resume, overwrite)
     if resume:
         check_resume_config(stage_dir, cfg, sections, safe)

@@ -27,8 +27,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
-from clsp.atomic import replace_folder
+from clsp.atomic import give_default_modes, replace_folder
 from clsp.errors import ClspError
+from clsp.json_files import read_json_object
 
 MODEL_FILE, OPTIMIZER_TENSORS, OPTIMIZER_JSON, PROGRESS_FILE = (
     "model.safetensors",
@@ -114,6 +115,29 @@ def save_training_state(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    try:
+        _write_state_files(accelerator, tmp, unwrapped, optimizer, progress, extra)
+    except OSError:  # disk full, read-only: leave no half-written folder; the last good state stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        give_default_modes(tmp)
+        shutil.rmtree(_pending(state_dir), ignore_errors=True)
+        tmp.rename(_pending(state_dir))
+    if not pending:
+        commit_pending_state(accelerator, state_dir)
+    accelerator.wait_for_everyone()
+
+
+def _write_state_files(
+    accelerator: Accelerator,
+    tmp: Path,
+    unwrapped: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: dict[str, Any],
+    extra: dict[str, dict[str, Tensor]] | None,
+) -> None:
     save_file(_rng_state(), tmp / _rng_file(accelerator.process_index))
     if accelerator.is_main_process:
         save_model(unwrapped, str(tmp / MODEL_FILE))
@@ -125,17 +149,24 @@ def save_training_state(
         (tmp / PROGRESS_FILE).write_text(json.dumps(progress), encoding="utf-8")
         for stem, values in (extra or {}).items():
             save_file({k: v.detach().cpu().contiguous() for k, v in values.items()}, tmp / f"{stem}.safetensors")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(_pending(state_dir), ignore_errors=True)
-        tmp.rename(_pending(state_dir))
-    if not pending:
-        commit_pending_state(accelerator, state_dir)
-    accelerator.wait_for_everyone()
 
 
 def _pending(state_dir: Path) -> Path:
     return state_dir.with_name(f".{state_dir.name}.pending")
+
+
+def recover_state_swap(state_dir: Path) -> None:
+    """Finish a state swap that an interruption cut between its two renames (``state`` renamed to ``.state.old``,
+    the committed ``.state.pending`` not yet renamed to ``state``): the pending state becomes ``state``, as the
+    commit meant. Without ``.state.old`` a lone pending state was never committed and is left alone."""
+    old, pending = state_dir.with_name(f".{state_dir.name}.old"), _pending(state_dir)
+    if state_dir.exists() or not old.is_dir():
+        return
+    if pending.is_dir():
+        pending.rename(state_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.rename(state_dir)
 
 
 def commit_pending_state(accelerator: Accelerator, state_dir: Path) -> None:
@@ -169,6 +200,7 @@ def load_training_state(
     progress dict and the ``extra`` tensor files. Reads safetensors and JSON only; anything missing, truncated,
     tampered or of another shape is a :class:`ClspError` naming the file."""
     path = state_dir / MODEL_FILE
+    fix = "restore the folder or start over with --overwrite"
     try:
         try:
             missing, unexpected = load_model(accelerator.unwrap_model(model), str(path), strict=False)
@@ -180,11 +212,11 @@ def load_training_state(
                 "shapes); resume with the settings it was made with or start over with --overwrite"
             )
         path = state_dir / OPTIMIZER_JSON
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = read_json_object(path, fix)
         path = state_dir / OPTIMIZER_TENSORS
         optimizer.load_state_dict(_optimizer_state(load_file(path), meta))
         path = state_dir / PROGRESS_FILE
-        progress = json.loads(path.read_text(encoding="utf-8"))
+        progress = read_json_object(path, fix)
         if accelerator.scaler is not None and "grad_scaler" in progress:
             accelerator.scaler.load_state_dict(progress["grad_scaler"])
         loaded = {}

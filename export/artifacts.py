@@ -23,6 +23,7 @@ from clsp.atomic import atomic_write_text, file_sha256
 from clsp.config import ExportConfig
 from clsp.errors import ClspError
 from clsp.export.specs import ModelSpec
+from clsp.json_files import plain_file_name
 
 Format = Literal["onnx", "torchscript", "pt2", "trt"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript", "pt2", "trt")
@@ -117,7 +118,9 @@ def expected_metadata(spec: ModelSpec, fmt: str, settings: ExportConfig) -> dict
         "model": spec.facts,
         "source_sha256": spec.source_sha256,
         "settings": format_settings(fmt, settings),
-        "keyed_versions": {name: found[name] for name in KEYED_VERSIONS[fmt]},
+        # releases, not build tags: a `+cu130` export serves under a `+cpu` torch of the same release (as the C++
+        # runner checks); the device-specific formats key the CUDA version and the GPU or CPU besides
+        "keyed_versions": {name: found[name].split("+")[0] for name in KEYED_VERSIONS[fmt]},
     }
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
     return {**keyed, "versions": found, "key": key, "precision": artifact_precision(fmt, settings), **spec.record}
@@ -129,15 +132,15 @@ def read_metadata(directory: Path) -> dict[str, Any] | None:
         metadata = json.loads((Path(directory) / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return metadata if isinstance(metadata, dict) and "key" in metadata else None
+    return metadata if isinstance(metadata, dict) and isinstance(metadata.get("key"), str) else None
 
 
 def is_current(directory: Path, expected: dict[str, Any]) -> bool:
     """Whether ``directory`` holds a complete artifact whose key is ``expected["key"]`` (hash checked)."""
     metadata = read_metadata(directory)
-    if metadata is None or metadata["key"] != expected["key"]:
+    if metadata is None or metadata["key"] != expected["key"] or metadata.get("file") != expected["file"]:
         return False
-    artifact = Path(directory) / metadata["file"]
+    artifact = Path(directory) / expected["file"]
     return artifact.is_file() and file_sha256(artifact) == metadata.get("artifact_sha256")
 
 
@@ -183,7 +186,10 @@ def validated_artifact(directory: Path, expected: dict[str, Any] | None, fix: st
     if expected is not None and metadata["key"] != expected["key"]:
         changed = "; ".join(differences(metadata, expected)) or "cache key"
         raise ClspError(f"{directory}: the export is stale ({changed}); {fix}")
-    artifact = directory / metadata["file"]
+    name = plain_file_name(metadata.get("file"), directory / METADATA_FILE, "file", fix)
+    if name != (expected["file"] if expected is not None else FILE_NAMES.get(metadata.get("format"))):
+        raise ClspError(f"{directory / METADATA_FILE}: names the model file {name!r}, not its format's; {fix}")
+    artifact = directory / name
     if not artifact.is_file() or file_sha256(artifact) != metadata.get("artifact_sha256"):
         raise ClspError(f"{artifact}: missing, truncated or corrupt (SHA-256 differs from {METADATA_FILE}); {fix}")
     return artifact, metadata

@@ -113,7 +113,9 @@ def features_command(
     size = int(backbone["image_size"])
     if input_dir is not None:
         channels = int(backbone["in_channels"])  # the rule of data.channels: grey by ITU-R 601 luma
-        images = load_image_folder(input_dir, size, cfg.data.skip_bad_images, "--input", channels)
+        images = load_image_folder(
+            input_dir, size, cfg.data.skip_bad_images, "--input", channels, cfg.data.max_image_pixels
+        )
     else:  # at the encoder's input size, as clsp eval (STL-10: 96 px -> 64 px)
         images = load_images_at(cfg.data, split, size)
     started = time.perf_counter()

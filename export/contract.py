@@ -33,7 +33,9 @@ def encoder_contract(backbone: dict[str, Any]) -> dict[str, Any]:
     return {
         "preprocessing": {
             "decode": "image files: PIL Image.open(path).convert('RGB') -> uint8 [H, W, 3] (palette expanded, "
-            "alpha dropped without compositing, grey repeated); uint8 arrays [H, W, C] skip this",
+            "alpha dropped without compositing, grey repeated; 16-bit grey (modes I;16, I) scaled to 8 bits as "
+            "(v * 255 + 32767) // 65535, then repeated); more than 89,478,485 pixels (data.max_image_pixels) "
+            "refused from the header; uint8 arrays [H, W, C] skip this",
             "channels": f"3: RGB as decoded; 1: grey = ({grey} + 500) // 1000 in integers on the uint8 values "
             "(ITU-R 601 luma; grey images keep their values), before resizing",
             "resize": RESIZE_RULE,

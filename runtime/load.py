@@ -52,6 +52,10 @@ def load_exported(
     ``spec`` with ``cfg.export`` would write now (key, SHA-256). ``used_by`` names the setting that asked;
     ``export_options`` (e.g. `` --run PATH``) complete the ``clsp export`` command the error suggests."""
     fmt = BACKEND_FORMATS[backend]
+    if fmt == "trt":  # without TensorRT or CUDA, no export could help: say what is missing first
+        from clsp.runtime.trt import import_tensorrt
+
+        import_tensorrt()
     directory = artifact_dir(cfg.run.output_dir, fmt, spec.kind)
     command = f"clsp export CONFIG --{fmt}{export_options}"
     fix = f"{used_by}={backend} needs it: run `{command}` (with the same --set overrides) first"

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import sys
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import onnxruntime
 from PIL import Image, UnidentifiedImageError
 
 METADATA_FILE = "metadata.json"
+ONNX_FILE = "model.onnx"
 
 
 class ContractError(Exception):
@@ -49,6 +51,8 @@ def load_artifact(directory: str | Path, kind: str) -> tuple[dict[str, Any], Any
         raise ContractError(
             f"{directory / METADATA_FILE}: unreadable ({type(e).__name__}); run `clsp export CONFIG --onnx`"
         ) from None
+    if not isinstance(metadata, dict):
+        raise ContractError(f"{directory / METADATA_FILE}: not a JSON object; run `clsp export CONFIG --onnx`")
     if metadata.get("format") != "onnx" or metadata.get("kind") != kind:
         raise ContractError(
             f"{directory}: holds the {metadata.get('format')} {metadata.get('kind')} export; point at "
@@ -60,7 +64,13 @@ def load_artifact(directory: str | Path, kind: str) -> tuple[dict[str, Any], Any
         raise ContractError(
             f"{directory / METADATA_FILE}: no {', '.join(missing)} (exported by an older clsp); re-run `clsp export CONFIG --onnx`"
         )
-    model = directory / metadata["file"]
+    # the file is a name inside this folder, never a path (a tampered sidecar must not point elsewhere)
+    if metadata.get("file") != ONNX_FILE:
+        raise ContractError(
+            f"{directory / METADATA_FILE}: field 'file' is {json.dumps(metadata.get('file'))[:60]}, not {ONNX_FILE!r}; "
+            "re-run `clsp export CONFIG --onnx`"
+        )
+    model = directory / ONNX_FILE
     if not model.is_file() or _sha256(model) != metadata.get("artifact_sha256"):
         raise ContractError(
             f"{model}: missing or its SHA-256 differs from {METADATA_FILE}; re-run `clsp export CONFIG --onnx`"
@@ -94,10 +104,27 @@ def image_files(root: str | Path) -> list[Path]:
     return files
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 ``[H, W, 3]``: the file decoded by Pillow and converted to RGB ("decode")."""
+MAX_IMAGE_PIXELS = 89_478_485  # clsp's data.max_image_pixels default (Pillow's bomb threshold)
+
+
+def read_rgb(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: the file decoded by Pillow and converted to RGB, 16-bit grey scaled to 8 bits
+    ("decode"); files of more than ``max_pixels`` pixels are refused from their header."""
     try:
-        with Image.open(path) as picture:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                picture = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+        with picture:
+            width, height = picture.size
+            if width * height > max_pixels:
+                raise ContractError(f"{path}: {width}x{height} pixels, more than {max_pixels}; shrink or remove it")
+            if picture.mode in ("I;16", "I;16L", "I;16B", "I"):
+                grey = ((np.asarray(picture, dtype=np.int64).clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.array(picture.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ContractError(f"{path}: not a readable image ({type(e).__name__}); remove it") from None

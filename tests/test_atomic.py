@@ -31,3 +31,27 @@ def test_file_in_the_way(tmp_path: Path) -> None:
     assert file_in_the_way(tmp_path / "file" / "sub" / "deeper") == tmp_path / "file"
     assert file_in_the_way(tmp_path / "new" / "sub") is None
     assert file_in_the_way(tmp_path) is None
+
+
+def test_files_get_the_umask_mode_whoever_wrote_them(tmp_path):
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from clsp.atomic import atomic_write, default_file_mode, give_default_modes
+
+    path = atomic_write(tmp_path / "w.safetensors", lambda tmp: save_file({"a": torch.zeros(2)}, str(tmp)))
+    assert os.stat(path).st_mode & 0o777 == default_file_mode() == 0o666 & ~_umask()
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "raw.safetensors"))
+    assert os.stat(tmp_path / "raw.safetensors").st_mode & 0o777 == 0o600  # what safetensors does by itself
+    give_default_modes(tmp_path)
+    assert os.stat(tmp_path / "raw.safetensors").st_mode & 0o777 == default_file_mode()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

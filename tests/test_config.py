@@ -1,3 +1,4 @@
+import itertools
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,55 @@ def test_output_dir_that_is_a_file_is_refused_on_load(tmp_path: Path, below: str
     with pytest.raises(ClspError, match=f"'{tmp_path / 'taken'}' is a file; set another one with --set run.output_dir"):
         load_config(path, [f"run.output_dir={tmp_path / 'taken' / below}"])
     assert load_config(path, [f"run.output_dir={tmp_path / 'new' / below}"]).run.output_dir == tmp_path / "new" / below
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400", "1.0e+400"])
+def test_no_numeric_field_takes_an_infinity_or_nan(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"eval:\n  linear_lr: {value}\n")
+    with pytest.raises(ClspError, match=r"eval.linear_lr: Input should be a finite number"):
+        load_config(path)
+    with pytest.raises(ClspError, match=r"ssl.lr: Input should be a finite number"):
+        load_config(REPO_ROOT / "configs" / "digits.yaml", [f"ssl.lr={value}"])
+
+
+@pytest.mark.parametrize("override", ["eval.knn_k=[]", "eval.knn_k=[0, 5]", "export.formats=[]", "demo.methods=[]"])
+def test_lists_that_something_iterates_are_not_empty(override: str) -> None:
+    with pytest.raises(ClspError, match=override.partition("=")[0]):
+        load_config(REPO_ROOT / "configs" / "digits.yaml", [override])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "ssl:\n  epochs: 3\ndata:\n  source: digits\nssl:\n  lr: 0.1\n",
+            "line 5: key 'ssl' appears twice \\(lines 1 and 5\\)",
+        ),
+        ("ssl:\n  epochs: 3\n  lr: 0.2\n  epochs: 4\n", "line 4: key 'epochs' appears twice \\(lines 2 and 4\\)"),
+    ],
+)
+def test_a_repeated_key_is_refused_naming_it_and_both_lines(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ClspError, match=match) as e:
+        load_config(path)
+    assert "\n" not in str(e.value)
+
+
+def test_huge_configs_and_alias_bombs_fail_fast(tmp_path: Path) -> None:
+    import time
+
+    long_list = tmp_path / "long.yaml"
+    long_list.write_text("eval:\n  knn_k: [" + ", ".join(["5"] * 400_000) + "]\n")
+    names = "abcdefghi"
+    bomb = tmp_path / "bomb.yaml"
+    levels = [f"  {names[0]}: &{names[0]} [{', '.join(['1'] * 9)}]"]
+    levels += [f"  {n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in itertools.pairwise(names)]
+    bomb.write_text("eval:\n" + "\n".join(levels) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(ClspError, match=r"long.yaml: \d+ bytes; a config may have at most 1048576"):
+        load_config(long_list)
+    with pytest.raises(ClspError, match=r"bomb.yaml: holds more than 100000 values once its YAML aliases are expanded"):
+        load_config(bomb)
+    assert time.perf_counter() - started < 2

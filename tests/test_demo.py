@@ -194,14 +194,15 @@ def test_compare_names_a_missing_or_broken_metrics_file(tmp_path: Path) -> None:
 def test_a_folder_of_another_demo_suggests_an_option_that_exists(tmp_path: Path) -> None:
     ledger = tmp_path / "stages.json"
     calls = []
-    StageLedger(ledger).run("stage", "key-a", calls.append)
-    StageLedger(ledger).run("stage", "key-a", calls.append)  # finished with these settings: skipped
+    StageLedger(ledger).run("stage", {"ssl": {"lr": 0.1}}, calls.append)
+    StageLedger(ledger).run("stage", {"ssl": {"lr": 0.1}}, calls.append)  # finished with these settings: skipped
     assert calls == [False]
     with pytest.raises(ClspError) as caught:
-        StageLedger(ledger).run("stage", "key-b", calls.append)
+        StageLedger(ledger).run("stage", {"ssl": {"lr": 0.2}}, calls.append)
     assert "--set run.output_dir=" in str(caught.value) and "--overwrite" in str(caught.value)
+    assert "(ssl.lr: 0.1 -> 0.2)" in str(caught.value)  # names what changed
     assert "--set" in clsp("demo", "--help").stdout and "--overwrite" in clsp("demo", "--help").stdout
-    StageLedger(ledger, overwrite=True).run("stage", "key-b", calls.append)  # other settings: run afresh
+    StageLedger(ledger, overwrite=True).run("stage", {"ssl": {"lr": 0.2}}, calls.append)  # other settings: run afresh
     assert calls == [False, False] and StageLedger(ledger).seconds.keys() == {"stage"}
 
     def interrupted(resume: bool) -> object:
@@ -209,9 +210,26 @@ def test_a_folder_of_another_demo_suggests_an_option_that_exists(tmp_path: Path)
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        StageLedger(ledger).run("other", "key-c", interrupted)
-    StageLedger(ledger).run("other", "key-c", calls.append)  # started with these settings: resumed
+        StageLedger(ledger).run("other", {"eval": 1}, interrupted)
+    StageLedger(ledger).run("other", {"eval": 1}, calls.append)  # started with these settings: resumed
     assert calls == [False, False, False, True]
     ledger.write_text('{"key": "abc", "seconds": {}}')  # an older clsp's ledger
     with pytest.raises(ClspError, match="older clsp"):
         StageLedger(ledger)
+    for corrupt, match in (
+        ("{", "not valid JSON"),
+        ('{"stages": [1]}', "'stages' is"),
+        ('{"stages": {"a": 3}}', "no key"),
+    ):
+        ledger.write_text(corrupt)
+        with pytest.raises(ClspError, match=match):
+            StageLedger(ledger)
+
+
+def test_a_copied_demo_folder_keeps_its_stages(tmp_path: Path) -> None:
+    from clsp.demo import SSL_SETTINGS, stage_key, stage_settings
+
+    cfg = load_config(REPO_ROOT / "configs" / "digits.yaml", [f"run.output_dir={tmp_path / 'a' / 'seed0'}"])
+    copy = load_config(REPO_ROOT / "configs" / "digits.yaml", [f"run.output_dir={tmp_path / 'b' / 'seed0'}"])
+    a, b = stage_settings(cfg, SSL_SETTINGS, tmp_path / "a"), stage_settings(copy, SSL_SETTINGS, tmp_path / "b")
+    assert a["run"]["output_dir"] == "<demo>/seed0" and stage_key(a) == stage_key(b)

@@ -41,10 +41,22 @@ def test_resume_check_reads_the_saved_config_and_says_what_may_change(repo_root,
 def test_refuse_overwrite_only_without_resume_or_overwrite(tmp_path):
     refuse_overwrite(tmp_path, ("state",), resume=False, overwrite=False)
     (tmp_path / "state").mkdir()
-    with pytest.raises(ClspError, match=r"holds an earlier run \(state\); pass --resume"):
+    with pytest.raises(ClspError, match=r"holds an earlier run \(\S*/state\); pass --resume"):
         refuse_overwrite(tmp_path, ("state", "metrics.jsonl"), resume=False, overwrite=False)
     refuse_overwrite(tmp_path, ("state",), resume=True, overwrite=False)
     refuse_overwrite(tmp_path, ("state",), resume=False, overwrite=True)
+
+
+def test_a_run_killed_before_its_first_checkpoint_gets_one_consistent_message(tmp_path):
+    from clsp.run_folder import check_start
+
+    stage = tmp_path / "ssl"
+    stage.mkdir()
+    (stage / "metrics.jsonl").write_text("")
+    with pytest.raises(ClspError, match=r"saved no resume state .*pass --overwrite to start over"):
+        refuse_overwrite(stage, ("state", "metrics.jsonl"), resume=False, overwrite=False)
+    with pytest.raises(ClspError, match=r"--resume: no saved state .*start without --resume \(with --overwrite"):
+        check_start(stage, None, True, False, ("state", "metrics.jsonl"), (), frozenset())
 
 
 def test_the_lock_excludes_another_process_and_is_released(tmp_path):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +80,9 @@ def test_no_file_of_a_state_folder_can_run_code(accelerator, tmp_path):
         state = tmp_path / f"tampered-{victim}"
         shutil.copytree(good, state)
         torch.save({"state": RunsCode(marker)}, state / victim)
-        with pytest.raises(ClspError, match=rf"{victim}: unreadable resume state .*--overwrite") as e:
+        with pytest.raises(
+            ClspError, match=rf"{victim}: (unreadable resume state|not UTF-8|not valid JSON).*--overwrite"
+        ) as e:
             load_training_state(accelerator, state, *trained())
         assert "\n" not in str(e.value)
         assert not marker.exists(), victim
@@ -126,3 +129,47 @@ def test_a_pending_state_replaces_the_saved_one_only_when_committed(accelerator,
     assert "keeps the last good state: lower ssl.lr" in str(error)
     commit_pending_state(accelerator, state)  # nothing pending any more
     assert load_training_state(accelerator, state, *trained())[0]["step"] == 2
+
+
+def test_a_swap_interrupted_between_its_renames_is_recovered_on_the_next_start(accelerator, tmp_path):
+    from clsp.run_folder import has_saved_state
+
+    state = tmp_path / "ssl" / "state"
+    model, optimizer = trained()
+    save_training_state(accelerator, state, model, optimizer, {"step": 1})
+    save_training_state(accelerator, state, model, optimizer, {"step": 2}, pending=True)
+    state.rename(state.with_name(".state.old"))  # replace_folder's first rename happened, the kill came next
+    assert has_saved_state(tmp_path / "ssl")
+    assert load_training_state(accelerator, state, *trained())[0]["step"] == 2  # the commit it was making
+    assert sorted(p.name for p in state.parent.iterdir()) == ["state"]
+    # a lone pending state (no swap was under way) was never committed: it is not the saved state
+    save_training_state(accelerator, state, model, optimizer, {"step": 3}, pending=True)
+    import shutil
+
+    shutil.rmtree(state)
+    assert not has_saved_state(tmp_path / "ssl")
+
+
+def test_a_full_disk_leaves_no_temporary_folder_and_keeps_the_last_state(accelerator, tmp_path, monkeypatch):
+    import errno
+
+    import clsp.training_state as training_state
+    from clsp.errors import os_error_line
+
+    state = tmp_path / "state"
+    model, optimizer = trained()
+    save_training_state(accelerator, state, model, optimizer, {"step": 1})
+
+    def full(tensors, path, *args, **kwargs):  # a full disk cannot be made here without root mounts
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(training_state, "save_file", full)
+    with pytest.raises(OSError) as e:
+        save_training_state(accelerator, state, model, optimizer, {"step": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # no .state.tmp left behind
+    assert load_training_state(accelerator, state, *trained())[0]["step"] == 1
+    line = os_error_line(e.value)
+    assert ".state.tmp/" in line and "No space left on device; " in line and "MiB free there" in line
+    assert "\n" not in line

@@ -24,7 +24,9 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
     if cfg.source == "folder":
         from clsp.data.folder import load_image_folder
 
-        return load_image_folder(cfg.root, cfg.image_size, cfg.skip_bad_images, channels=cfg.channels or 3)
+        return load_image_folder(
+            cfg.root, cfg.image_size, cfg.skip_bad_images, channels=cfg.channels or 3, max_pixels=cfg.max_image_pixels
+        )
     if cfg.source == "digits":
         from clsp.data.digits import load_digits_split
 

@@ -1,5 +1,6 @@
 """Any folder of images, searched recursively; class labels from first-level sub-folder names when present."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,9 @@ from PIL import Image, UnidentifiedImageError
 from clsp.data.imageset import ImageSet, resize_images, to_channels
 from clsp.errors import ClspError
 from clsp.progress import track, warn
+
+MAX_IMAGE_PIXELS = 89_478_485
+"""Default of ``data.max_image_pixels``: Pillow's own decompression-bomb threshold (1024 x 1024 x 1024 // 4 // 3)."""
 
 
 def _visible_files(root: Path) -> list[Path]:
@@ -19,15 +23,45 @@ def _visible_files(root: Path) -> list[Path]:
     )
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    """uint8 ``[H, W, channels]``: decoded to RGB (palette expanded, alpha ignored), then :func:`to_channels`."""
-    with Image.open(path) as picture:
-        rgb = np.array(picture.convert("RGB"), dtype=np.uint8)
+class ImageTooLarge(ValueError):
+    """An image file with more pixels than ``data.max_image_pixels``."""
+
+
+def _open_unchecked(path: Path) -> Image.Image:
+    # Pillow's own bomb check warns past 89 M pixels and fails past 179 M with a traceback-only error; clsp checks
+    # against data.max_image_pixels itself, from the header, before anything is decoded.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def read_image(path: Path, channels: int, max_pixels: int) -> np.ndarray:
+    """uint8 ``[H, W, channels]``: decoded to RGB (palette expanded, alpha ignored; 16-bit grey scaled to 8 bits as
+    ``(v * 255 + 32767) // 65535``), then :func:`to_channels`. Raises :class:`ImageTooLarge` past ``max_pixels``."""
+    with _open_unchecked(path) as picture:
+        width, height = picture.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} = {width * height} pixels")
+        if picture.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grey (PNG opens as I;16 or I)
+            wide = np.asarray(picture, dtype=np.int64).clip(0, 65535)
+            grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+            rgb = np.repeat(grey[..., None], 3, axis=2)
+        else:
+            rgb = np.array(picture.convert("RGB"), dtype=np.uint8)
     return to_channels(rgb[None], channels)[0]
 
 
 def load_image_folder(
-    root: Path, image_size: int | None, skip_bad_images: bool = False, option: str = "data.root", channels: int = 3
+    root: Path,
+    image_size: int | None,
+    skip_bad_images: bool = False,
+    option: str = "data.root",
+    channels: int = 3,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> ImageSet:
     """Every image under ``root`` as uint8 ``[N, S, S, channels]``; errors name ``root`` as the ``option`` that
     gave it. ``channels`` 1 makes every image grey, 3 RGB (the rule: ``DataConfig.channels``), before resizing.
@@ -53,7 +87,12 @@ def load_image_folder(
     images, folders, bad = [], [], []
     for path in track(files, f"reading {root}"):
         try:
-            array = _read_image(path, channels)
+            array = read_image(path, channels, max_pixels)
+        except ImageTooLarge as e:
+            raise ClspError(
+                f"{path}: {e}, more than data.max_image_pixels={max_pixels}; shrink or remove the file, or raise "
+                "data.max_image_pixels (decoding takes about 4 bytes per pixel)"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             if not skip_bad_images:
                 raise ClspError(

@@ -38,11 +38,14 @@ class SamplerSettings:
     num_train_timesteps: int
     beta_start: float
     beta_end: float
+    anchor_noise: Literal["fresh", "shared"] = "fresh"
 
     @classmethod
     def from_config(cls, cfg: Config) -> "SamplerSettings":
         p, d = cfg.positives, cfg.diffusion
-        return cls(p.num_steps, p.eta, p.solver, p.precision, d.num_train_timesteps, d.beta_start, d.beta_end)
+        return cls(
+            p.num_steps, p.eta, p.solver, p.precision, d.num_train_timesteps, d.beta_start, d.beta_end, p.anchor_noise
+        )
 
     def check(self) -> None:
         """Raise ClspError, naming the config fields, for settings the sampler cannot run."""
@@ -168,8 +171,9 @@ def sample_positives(
     noise = NoiseStreams(seed, image_indices, candidate_indices)
     shape = tuple(anchors.shape[1:])
     x = noise.draw(shape, anchors.device)
+    x_T = x
     for t in scheduler.timesteps.tolist():
-        anchor_noise = noise.draw(shape, anchors.device)
+        anchor_noise = x_T if settings.anchor_noise == "shared" else noise.draw(shape, anchors.device)
         variance_noise = noise.draw(shape, anchors.device) if stochastic else None
         x = interpolation_step(
             denoiser, scheduler, x, anchors, t, weight, anchor_noise, variance_noise, settings.eta, settings.precision

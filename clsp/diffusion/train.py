@@ -23,19 +23,26 @@ from rich.progress import TextColumn
 from torch import Tensor
 
 from clsp.accelerator import stage_accelerator
-from clsp.atomic import replace_folder
+from clsp.atomic import give_default_modes, replace_folder
 from clsp.cli_args import script_parser
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.imageset import resize_images
 from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_images, sample_positives
 from clsp.diffusion.unet import load_unet
-from clsp.errors import ClspError
+from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
 from clsp.grid import save_image_grid
-from clsp.interrupt import any_process, stop_on_interrupt
+from clsp.interrupt import Interrupted, any_process, exit_code, interrupted_error, stop_on_interrupt
+from clsp.json_files import json_field
 from clsp.progress import print_summary, progress_bar
 from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
-from clsp.training_state import commit_pending_state, load_training_state, non_finite_loss, save_training_state
+from clsp.training_state import (
+    PROGRESS_FILE,
+    commit_pending_state,
+    load_training_state,
+    non_finite_loss,
+    save_training_state,
+)
 
 
 @dataclass
@@ -154,7 +161,8 @@ def train_diffusion(cfg: Config, resume: bool = False, overwrite: bool = False) 
     ``overwrite``. A non-finite loss or weights stop the run and never reach the saved state.
     """
     stage_dir = cfg.run.output_dir / "diffusion"
-    check_start(stage_dir, cfg, resume, overwrite, ("state",), RESUME_SECTIONS, RESUME_SAFE)
+    # the finished UNet counts too: a run whose state was deleted must not be replaced by a new one silently
+    check_start(stage_dir, cfg, resume, overwrite, ("state", "../unet"), RESUME_SECTIONS, RESUME_SAFE)
     accelerator = _accelerator(cfg.diffusion.mixed_precision)
     with run_lock(stage_dir, accelerator.is_main_process):
         return _train(cfg, accelerator, resume)
@@ -191,8 +199,16 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
     step = 0
     if resume:
         progress, tensors = load_training_state(accelerator, state_dir, unet, optimizer, extra=("ema",))
-        step = int(progress["step"])
-        _load_ema(ema, tensors["ema"], progress["ema_optimization_step"], state_dir)
+        path, fix = state_dir / PROGRESS_FILE, "restore the state folder or start over with --overwrite"
+        step = json_field(progress, "step", int, path, fix, minimum=0)
+        _load_ema(
+            ema, tensors["ema"], json_field(progress, "ema_optimization_step", int, path, fix, minimum=0), state_dir
+        )
+        if step > total_steps:
+            raise ClspError(
+                f"--resume: {state_dir} is at step {step}, past the {total_steps} steps of diffusion.epochs="
+                f"{d.epochs}; raise diffusion.epochs"
+            )
     elif main:
         shutil.rmtree(state_dir, ignore_errors=True)
     if main:
@@ -259,6 +275,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
         unet_dir = out / "unet"
         tmp = _staging_dir(unet_dir)
         final.save_pretrained(tmp)
+        give_default_modes(tmp)
         replace_folder(tmp, unet_dir)
         samples = save_samples(final, cfg, out / "diffusion" / "samples.png") if d.num_samples else None
     accelerator.wait_for_everyone()
@@ -269,12 +286,12 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
 
 def run_training(config: Path, overrides: list[str], resume: bool, overwrite: bool = False) -> TrainResult:
     """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script); a run
-    stopped by Ctrl-C raises KeyboardInterrupt after its summary, so the command exits non-zero (130)."""
+    stopped by Ctrl-C or SIGTERM raises :class:`~clsp.interrupt.Interrupted` after its summary (exit 130 or 143)."""
     result = train_diffusion(load_config(config, overrides), resume, overwrite)
     if PartialState().is_main_process:
         print_summary("DDPM training", result.summary())
     if result.interrupted:
-        raise KeyboardInterrupt
+        raise interrupted_error()
     return result
 
 
@@ -285,8 +302,12 @@ def main(argv: list[str] | None = None) -> None:
         run_training(args.config, args.overrides, args.resume, args.overwrite)
     except ClspError as e:
         parser.exit(2, f"error: {e}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, "interrupted\n")
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        parser.exit(2, f"error: {os_error_line(e)}\n")
+    except (KeyboardInterrupt, Interrupted) as e:
+        parser.exit(exit_code(e), "interrupted\n")
 
 
 if __name__ == "__main__":

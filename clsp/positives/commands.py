@@ -171,7 +171,7 @@ def verify(store: StoreArgument) -> None:
     opened = PositiveStore.open(store, check="none")
     problems = opened.verify(full=True)
     for problem in problems:
-        console.print(f"shard {problem.shard}: {problem.problem}")
+        console.print(f"shard {problem.shard}: {problem.problem}", markup=False, highlight=False)
     print_summary(
         f"verify {store}",
         {

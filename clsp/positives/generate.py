@@ -7,6 +7,7 @@ index), so the store is the same for any batch size, process count or resume poi
 """
 
 import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,8 +60,13 @@ class GenerationResult:
 
 
 def unet_content_hash(unet: torch.nn.Module) -> str:
-    """SHA-256 over the UNet's parameter and buffer names, shapes and values: which weights made the positives."""
+    """SHA-256 over the UNet's architecture config (diffusers' ``config`` without its ``_``-private entries, such as
+    the folder it came from) and its parameter and buffer names, shapes and values: which model made the positives.
+    An edited ``config.json`` (``act_fn``, ...) changes the positives with the same weights, so it changes this."""
     digest = hashlib.sha256()
+    config = getattr(unet, "config", {})
+    public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    digest.update(json.dumps(public, sort_keys=True, default=str).encode())
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -163,6 +169,9 @@ def generate_positives(cfg: Config, limit: int | None = None, device: str = "aut
         **shipped_unet_record(cfg),
         "backend": p.backend,
         "sampler": {"weight": p.weight, "num_layers": p.num_layers, **settings.__dict__, "precision": precision},
+        # The batch changes the float summation order of the convolutions (bf16: up to 1.5 % of pixels by a few
+        # levels; fp32: a pixel by 1 level), so it is keyed: a resume with another batch size is refused.
+        "batch_size": p.batch_size,
         "seed": p.seed,
         "noise": NOISE_VERSION,
     }

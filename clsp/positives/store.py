@@ -14,6 +14,7 @@ generated again on the next run.
 """
 
 import fcntl
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import numpy as np
 from clsp.atomic import atomic_write, atomic_write_text, file_sha256
 from clsp.differences import describe_differences, field_differences
 from clsp.errors import ClspError
+from clsp.json_files import json_field, plain_file_name, read_json_object
 
 FORMAT = "clsp-positives/1"
 MANIFEST = "manifest.json"
@@ -96,6 +98,14 @@ class PositiveStore:
     def shard_sha256(self, index: int) -> str:
         """The SHA-256 the manifest records for finished shard ``index``."""
         return self._manifest["shards"][str(index)]["sha256"]
+
+    @property
+    def identity(self) -> str:
+        """SHA-256 of the header and every finished shard's SHA-256: another store, or one replaced in place, has
+        another identity. SSL runs record it (``backbone.json``, the resume state) and check it on ``--resume``."""
+        content = {key: self._manifest[key] for key in HEADER_FIELDS}
+        content["shards"] = {k: v["sha256"] for k, v in sorted(self._manifest["shards"].items())}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     def missing_shards(self) -> list[int]:
         finished = set(self.finished_shards())
@@ -172,15 +182,35 @@ class PositiveStore:
 
     @staticmethod
     def _read_manifest(root: Path) -> dict[str, Any]:
+        """The manifest after checking every field the store reads, so a damaged or tampered one is one line."""
         path = root / MANIFEST
         if not path.is_file():
             raise ClspError(f"{root}: no {MANIFEST}; point to a folder written by `clsp positives generate`")
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ClspError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the store is damaged") from None
+        fix = f"the store is damaged: delete {root} and generate it again"
+        manifest = read_json_object(path, fix)
         if manifest.get("format") != FORMAT:
             raise ClspError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}; regenerate the store")
+        for name in ("n", "num_candidates", "shard_size"):
+            json_field(manifest, name, int, path, fix, minimum=1)
+        shape = json_field(manifest, "image_shape", list, path, fix)
+        if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
+            raise ClspError(f"{path}: field 'image_shape' is {shape}, expected [H, W, C] of positive integers; {fix}")
+        json_field(manifest, "dataset_fingerprint", str, path, fix)
+        json_field(manifest, "provenance", dict, path, fix)
+        num_shards = -(-manifest["n"] // manifest["shard_size"])
+        for key, record in json_field(manifest, "shards", dict, path, fix).items():
+            if not key.isdigit() or int(key) >= num_shards or not isinstance(record, dict):
+                raise ClspError(
+                    f"{path}: shards entry {key!r} is not a shard of this store (0..{num_shards - 1}); {fix}"
+                )
+            where = f"shards.{key}."
+            expected = shard_file_name(int(key))
+            if plain_file_name(record.get("file"), path, where + "file", fix) != expected:
+                raise ClspError(
+                    f"{path}: field {where}file is {record['file']!r}, but shard {key} is {expected}; {fix}"
+                )
+            json_field(record, "bytes", int, path, fix, minimum=0)
+            json_field(record, "sha256", str, path, fix)
         return manifest
 
     # -- checks ------------------------------------------------------------------------------------------------
@@ -193,7 +223,7 @@ class PositiveStore:
         problems = []
         for index in self.finished_shards():
             record = self._manifest["shards"][str(index)]
-            path = self.root / record["file"]
+            path = self.root / shard_file_name(index)  # the file the reader opens; the manifest must name it
             if not path.is_file():
                 problems.append(ShardProblem(index, "file missing"))
                 continue

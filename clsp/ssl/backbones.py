@@ -69,10 +69,30 @@ def save_backbone(backbone: nn.Module, directory: str | Path, spec: dict[str, An
 def load_backbone(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load what :func:`save_backbone` wrote: the encoder in eval mode and its spec (``backbone.json``).
 
-    Needs only torch, torchvision and safetensors (this module imports nothing else from clsp at load time).
+    Needs only torch, torchvision and safetensors besides clsp's two file-checking modules. A missing, malformed,
+    truncated or mismatched file is one :class:`~clsp.errors.ClspError` line naming it.
     """
+    from clsp.errors import ClspError
+    from clsp.json_files import json_field, read_json_object
+
     directory = Path(directory)
-    spec = json.loads((directory / CONFIG_FILE).read_text())
-    net, _ = build_backbone(spec["backbone"], spec["stem"], spec["in_channels"])
-    net.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=str(device)))
+    fix = f"point to a folder that `clsp train` finished ({CONFIG_FILE} + {WEIGHTS_FILE}), or train again"
+    path = directory / CONFIG_FILE
+    spec = read_json_object(path, fix)
+    name, stem = json_field(spec, "backbone", str, path, fix), json_field(spec, "stem", str, path, fix)
+    if name not in BACKBONES or stem not in ("cifar", "stl"):
+        raise ClspError(f"{path}: backbone {name!r} with stem {stem!r} is not one of {BACKBONES} x (cifar, stl); {fix}")
+    net, _ = build_backbone(name, stem, json_field(spec, "in_channels", int, path, fix, minimum=1))  # type: ignore[arg-type]
+    weights = directory / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights), device=str(device))
+    except FileNotFoundError:
+        raise ClspError(f"{weights}: missing; {fix}") from None
+    except Exception as e:  # SafetensorError, OSError, ...: truncated, a forged header length, not safetensors
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ClspError(f"{weights}: not a readable safetensors file ({reason}); {fix}") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        raise ClspError(f"{weights}: holds another network than the {name} that {CONFIG_FILE} names; {fix}") from None
     return net.to(device).eval(), spec

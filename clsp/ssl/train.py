@@ -27,7 +27,8 @@ from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_training_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
-from clsp.interrupt import any_process, stop_on_interrupt
+from clsp.interrupt import any_process, interrupted_error, stop_on_interrupt
+from clsp.json_files import json_field, read_json_lines
 from clsp.progress import print_summary, progress_bar, warn
 from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
 from clsp.ssl.backbones import CONFIG_FILE, WEIGHTS_FILE, save_backbone
@@ -35,7 +36,13 @@ from clsp.ssl.distributed import convert_to_global_batchnorm
 from clsp.ssl.methods import build_method
 from clsp.ssl.schedule import learning_rate, moco_momentum
 from clsp.ssl.views import GlobalBatchSampler, MultiViewDataset, open_positives
-from clsp.training_state import commit_pending_state, load_training_state, non_finite_loss, save_training_state
+from clsp.training_state import (
+    PROGRESS_FILE,
+    commit_pending_state,
+    load_training_state,
+    non_finite_loss,
+    save_training_state,
+)
 
 RESUME_SECTIONS = ("data", "ssl", "run.seed", "eval.online_probe")
 RESUME_SAFE = frozenset(
@@ -88,16 +95,34 @@ class SSLResult:
 class TrainProgress:
     """The optimizer step and the running sums of the current epoch, saved as the state's ``progress.json``."""
 
-    def __init__(self) -> None:
+    def __init__(self, positives: str | None = None) -> None:
         self.step = 0
         self.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+        self.positives = positives
+        """:attr:`~clsp.positives.store.PositiveStore.identity` of the store the run trains on (None: none)."""
 
     def state_dict(self) -> dict[str, object]:
-        return {"step": self.step, "sums": dict(self.sums)}
+        return {"step": self.step, "sums": dict(self.sums), "positives": self.positives}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.sums = {k: float(v) for k, v in state["sums"].items()}
+    def load_state_dict(self, state: dict, path: Path) -> None:
+        """Restore from a saved ``progress.json`` (``path``, named in errors), checking every field it holds."""
+        fix = "restore the state folder or start over with --overwrite"
+        self.step = json_field(state, "step", int, path, fix, minimum=0)
+        sums = json_field(state, "sums", dict, path, fix)
+        if set(sums) != set(EPOCH_SUMS):
+            raise ClspError(f"{path}: field 'sums' has keys {sorted(sums)}, expected {sorted(EPOCH_SUMS)}; {fix}")
+        self.sums = {k: float(json_field(sums, k, float, path, fix)) for k in EPOCH_SUMS}
+        saved = state.get("positives")
+        if saved != self.positives:
+            raise ClspError(
+                f"--resume: {path.parent.parent} trained on positives {_short_id(saved)}, but ssl.positives now "
+                f"holds {_short_id(self.positives)}; point ssl.positives back at that store, or start over with "
+                "--overwrite"
+            )
+
+
+def _short_id(identity: str | None) -> str:
+    return "none (no synthetic view)" if identity is None else f"store {str(identity)[:12]}"
 
 
 def _accelerator(cfg: Config) -> Accelerator:
@@ -159,6 +184,7 @@ def _dataset(cfg: Config, num_processes: int) -> tuple[MultiViewDataset, int | N
         "std": list(s.augment.std or std),
         "dataset": images.name,
         "dataset_fingerprint": images.fingerprint,
+        "positives": None if store is None else {"path": str(store.root), "identity": store.identity},
     }
     return dataset, num_classes, spec
 
@@ -203,13 +229,15 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
     if model.probe is not None:
         groups.append({"params": list(model.probe.parameters()), "lr": s.probe_lr, "weight_decay": 0.0})
     optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    progress = TrainProgress()
+    progress = TrainProgress(None if dataset.positives is None else dataset.positives.identity)
     with warnings.catch_warnings():
         # torch 2.14 renames broadcast_buffers, which Accelerate's DDP kwargs still use; the behaviour is the same.
         warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
         model, optimizer = accelerator.prepare(model, optimizer)
     if resume:
-        progress.load_state_dict(load_training_state(accelerator, state_dir, model, optimizer)[0])
+        progress.load_state_dict(
+            load_training_state(accelerator, state_dir, model, optimizer)[0], state_dir / PROGRESS_FILE
+        )
         if progress.step > total_steps:
             raise ClspError(
                 f"--resume: {state_dir} is at step {progress.step}, past the {total_steps} steps of ssl.epochs="
@@ -329,10 +357,12 @@ def _keep_epochs_until(metrics_path: Path, step: int) -> None:
     between an epoch's line and the next saved state redoes those epochs, and each must appear once."""
     if not metrics_path.is_file():
         return
-    lines = metrics_path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    fix = f"repair or delete {metrics_path} (the weights in the state are unaffected)"
+    lines = metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = read_json_lines(metrics_path, fix)
+    kept = [r for r in records if json_field(r, "step", int, metrics_path, fix) <= step]
     if len(kept) != len(lines):
-        atomic_write_text(metrics_path, "".join(f"{line}\n" for line in kept))
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _epoch_metrics(progress: TrainProgress, epoch: int, lr: float, momentum: float, method: str) -> dict[str, float]:
@@ -359,10 +389,10 @@ def run_training(
     config: Path, overrides: list[str], resume: bool, max_steps: int | None = None, overwrite: bool = False
 ) -> SSLResult:
     """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script); a run
-    stopped by Ctrl-C raises KeyboardInterrupt after its summary, so the command exits non-zero (130)."""
+    stopped by Ctrl-C or SIGTERM raises :class:`~clsp.interrupt.Interrupted` after its summary (exit 130 or 143)."""
     result = train_ssl(load_config(config, overrides), resume, max_steps, overwrite)
     if PartialState().is_main_process:
         print_summary("self-supervised training", result.summary())
     if result.interrupted:
-        raise KeyboardInterrupt
+        raise interrupted_error()
     return result

@@ -138,3 +138,46 @@ def test_channels_apply_to_every_source() -> None:
     assert own.shape[3] == 1 and rgb.shape == (*own.shape[:3], 3)
     np.testing.assert_array_equal(rgb, np.repeat(own, 3, axis=3))
     np.testing.assert_array_equal(load_images(DataConfig(source="digits", channels=1), "test").images, own)
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.arange(0, 65536, 256, dtype=np.uint16).reshape(16, 16)  # 0, 256, ..., 65280
+    Image.fromarray(values).save(tmp_path / "deep.png")  # a 16-bit grey PNG
+    assert Image.open(tmp_path / "deep.png").mode in ("I;16", "I")
+    images = load_images(DataConfig(source="folder", root=tmp_path, channels=1), "all").images[0, ..., 0]
+    expected = (values.astype(np.int64) * 255 + 32767) // 65535  # by hand: 65280 -> 254, 256 -> 1
+    np.testing.assert_array_equal(images, expected)
+    assert len(np.unique(images)) == 255 and images.max() == 254  # clipping made 255 of 256 pixels white
+
+
+def _png_claiming(path: Path, width: int, height: int) -> None:
+    """A valid 1x1 grey PNG whose header then claims ``width`` x ``height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    Image.new("L", (1, 1)).save(path)
+    raw = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    raw[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(raw[ihdr - 4 : ihdr + 13]))
+    raw[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_even_when_skipping_bad_images(tmp_path: Path, capsys) -> None:
+    import time
+
+    save(tmp_path / "ok.png", (12, 12), (1, 2, 3))
+    _png_claiming(tmp_path / "bomb.png", 15000, 15000)
+    started = time.perf_counter()
+    for skip in (False, True):
+        with pytest.raises(
+            ClspError, match=r"bomb.png: 15000x15000 = 225000000 pixels, more than data.max_image_pixels"
+        ) as e:
+            load_images(DataConfig(source="folder", root=tmp_path, skip_bad_images=skip), "all")
+        assert "\n" not in str(e.value)
+    assert time.perf_counter() - started < 2 and "DecompressionBomb" not in capsys.readouterr().err
+    (tmp_path / "bomb.png").unlink()
+    save(tmp_path / "big.png", (20, 20), (1, 2, 3))
+    with pytest.raises(ClspError, match=r"big.png: 20x20 = 400 pixels, more than data.max_image_pixels=300"):
+        load_images(DataConfig(source="folder", root=tmp_path, max_image_pixels=300), "all")

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,24 @@ def test_loop_visits_every_step_and_clips():
     assert all(torch.equal(c[3], torch.full((3,), 0.25)) for c in denoiser.calls)
     assert out.shape == anchors.shape and out.dtype == torch.float32
     assert out.min() >= -1 and out.max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["fresh", "shared"])
+def test_anchor_is_renoised_from_q_with_fresh_or_the_samples_own_noise(mode):
+    denoiser = ToyDenoiser()
+    anchors = torch.rand(2, 1, 4, 4, dtype=torch.float64).float() * 2 - 1
+    ids = (torch.arange(2), torch.zeros(2, dtype=torch.long), 3)
+    sample_positives(denoiser, anchors, 0.1, *ids, _settings(num_steps=10, anchor_noise=mode))
+    x_T = denoiser.calls[0][0].double()
+    noises = []
+    for _, anchor_t, t, _ in denoiser.calls:
+        a = _alpha_bar_float64(int(t[0]))
+        noises.append((anchor_t.double() - a**0.5 * anchors.double()) / (1 - a) ** 0.5)
+    if mode == "shared":
+        assert all((n - x_T).abs().max() < 1e-5 for n in noises)
+    else:  # a new draw every step, none of them the sample's x_T
+        assert all((n - x_T).abs().max() > 0.5 for n in noises)
+        assert all((a - b).abs().max() > 0.5 for a, b in itertools.pairwise(noises))
 
 
 def test_same_seeds_same_positives_whatever_the_batching(tiny_denoiser):

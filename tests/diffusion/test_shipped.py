@@ -70,6 +70,28 @@ def test_a_tampered_shipped_unet_is_refused(tmp_path: Path, monkeypatch: pytest.
         load_pretrained_unet(NAME)
 
 
+def test_an_edited_shipped_config_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # act_fn decides what the same weights compute: the config is hashed with them.
+    shutil.copytree(SHIPPED_DIR / NAME, tmp_path / NAME)
+    config = tmp_path / NAME / "config.json"
+    config.write_text(config.read_text().replace('"silu"', '"mish"'))
+    monkeypatch.setattr(unet_module, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(ClspError, match=r"config.json: SHA-256 differs from provenance.json .*reinstall clsp"):
+        load_pretrained_unet(NAME)
+
+
+def test_the_positives_provenance_hash_covers_the_unet_config() -> None:
+    from clsp.positives.generate import unet_content_hash
+
+    unet = load_pretrained_unet(NAME)
+    edited = type(unet).from_config({**unet.config, "act_fn": "mish"})
+    edited.load_state_dict(unet.state_dict())
+    assert unet_content_hash(edited) != unet_content_hash(unet)
+    moved = type(unet).from_config({**unet.config, "_name_or_path": "/elsewhere"})
+    moved.load_state_dict(unet.state_dict())
+    assert unet_content_hash(moved) == unet_content_hash(unet)  # where it was loaded from is not what it computes
+
+
 def test_which_unet_a_run_samples_with(tmp_path: Path) -> None:
     cfg = digits(tmp_path)
     assert cfg.diffusion.pretrained == NAME and trained_unet_source(cfg) == NAME

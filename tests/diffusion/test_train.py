@@ -86,6 +86,17 @@ def test_a_run_is_kept_and_resume_refuses_another_unet_in_one_line(tmp_path):
     assert more.step == 10 and len(more.losses) == 5
 
 
+def test_a_finished_unet_whose_state_is_gone_is_not_replaced_silently(tmp_path):
+    import shutil
+
+    train.train_diffusion(_config(tmp_path, batch_size=256))
+    weights = (tmp_path / "run" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "run" / "diffusion" / "state")
+    with pytest.raises(ClspError, match=r"holds an earlier run \(unet\) that saved no resume state"):
+        train.train_diffusion(_config(tmp_path, batch_size=256))
+    assert (tmp_path / "run" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+
+
 def test_non_finite_loss_stops_and_keeps_no_broken_state(tmp_path):
     with pytest.raises(
         ClspError, match=r"loss became (nan|inf) at step \d+; \S+ was not saved yet: lower diffusion\.lr"

@@ -203,3 +203,74 @@ def test_import_reference_layout(tmp_path: Path, data: np.ndarray) -> None:
     np.save(tmp_path / "bad.npy", data[..., 0].astype(np.float32))
     with pytest.raises(ClspError, match=r"bad.npy: expected uint8 \[N, k, H, W, C\]"):
         import_to(tmp_path / "s2", array=tmp_path / "bad.npy")
+
+
+def _tamper(root: Path, change) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("named", ["../other/shard_00000.npy", "/etc/hostname", "shard_00001.npy", "", 7])
+def test_a_manifest_cannot_point_verify_at_another_file(tmp_path: Path, data: np.ndarray, named) -> None:
+    # The attack: zero the real shard, point the manifest at a good copy elsewhere (hash and size match it).
+    store_dir, elsewhere = tmp_path / "store", tmp_path / "other"
+    fill(make(store_dir), data)
+    elsewhere.mkdir()
+    (elsewhere / "shard_00000.npy").write_bytes((store_dir / "shard_00000.npy").read_bytes())
+    np.save(store_dir / "shard_00000.npy", np.zeros_like(data[:SHARD]))
+    _tamper(store_dir, lambda m: m["shards"]["0"].update(file=named))
+    for check in ("full", "size", "none"):
+        with pytest.raises(ClspError, match=r"manifest.json: field .*file.*generate it again") as e:
+            PositiveStore.open(store_dir, check=check)
+        assert "\n" not in str(e.value)
+
+
+def test_verify_hashes_exactly_the_file_the_reader_opens(tmp_path: Path, data: np.ndarray) -> None:
+    fill(make(tmp_path), data)
+    np.save(tmp_path / "shard_00001.npy", np.zeros_like(data[SHARD : 2 * SHARD]))  # same size, other content
+    problems = PositiveStore.open(tmp_path, check="none").verify(full=True)
+    assert [(p.shard, "SHA-256" in p.problem) for p in problems] == [(1, True)]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m: m.update(shard_size=0), "'shard_size' is 0, expected at least 1"),
+        (lambda m: m.update(n="1347"), "'n' is \"1347\", expected an integer"),
+        (lambda m: m.update(n=True), "'n' is true, expected an integer"),
+        (lambda m: m.update(image_shape=[4, 5]), "'image_shape' is \\[4, 5\\], expected \\[H, W, C\\]"),
+        (lambda m: m.pop("shards"), "'shards' is missing"),
+        (lambda m: m.update(shards=[1, 2]), "'shards' is \\[1, 2\\], expected an object"),
+        (lambda m: m["shards"].update({"9": m["shards"]["0"]}), "shards entry '9' is not a shard of this store"),
+        (lambda m: m["shards"]["0"].update(bytes="12"), "'bytes' is \"12\", expected an integer"),
+    ],
+)
+def test_every_malformed_manifest_field_is_one_line(tmp_path: Path, data: np.ndarray, change, match) -> None:
+    fill(make(tmp_path), data)
+    _tamper(tmp_path, change)
+    with pytest.raises(ClspError, match=match) as e:
+        PositiveStore.open(tmp_path)
+    assert "\n" not in str(e.value) and "manifest.json" in str(e.value)
+
+
+@pytest.mark.parametrize(("content", "match"), [(b"[1, 2]", "JSON list, not an object"), (b"\xff\xfe{", "not UTF-8")])
+def test_a_manifest_that_is_not_an_object_or_not_text_is_one_line(tmp_path: Path, data: np.ndarray, content, match):
+    fill(make(tmp_path), data)
+    (tmp_path / "manifest.json").write_bytes(content)
+    with pytest.raises(ClspError, match=match):
+        PositiveStore.open(tmp_path)
+
+
+def test_identity_changes_with_any_shard_or_the_header(tmp_path: Path, data: np.ndarray) -> None:
+    a, b = make(tmp_path / "a"), make(tmp_path / "b")
+    fill(a, data)
+    fill(b, data)
+    assert a.identity == b.identity  # the same positives wherever they live
+    changed = data.copy()
+    changed[9, 0, 0, 0, 0] ^= 1
+    b.write_shard(2, changed[8:10])
+    assert PositiveStore.open(tmp_path / "b").identity != a.identity
+    c = make(tmp_path / "c", provenance={"seed": 1})
+    fill(c, data)
+    assert c.identity != a.identity

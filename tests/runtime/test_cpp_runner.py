@@ -2,6 +2,7 @@
 runtime, normalises uint8 images itself and matches Python's features; wrong inputs get one-line errors."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -93,3 +94,22 @@ def test_wrong_inputs_and_stale_or_foreign_artifacts_get_one_line(
         model.write(b"tampered")
     one_line_error(run(runner, encoder, good, out), "model.pt: missing, truncated or corrupt (SHA-256 differs")
     assert not out.exists()
+
+
+def test_the_binary_copied_with_a_lib_folder_runs_anywhere(runner: Path, exported_run: Path, tmp_path: Path) -> None:
+    import torch
+
+    deploy = tmp_path / "deploy"
+    (deploy / "lib").mkdir(parents=True)
+    shutil.copy2(runner, deploy / "clsp_features")
+    for library in (Path(torch.__file__).parent / "lib").iterdir():  # the lib/ folder, linked file by file
+        (deploy / "lib" / library.name).symlink_to(library)
+    np.save(tmp_path / "images.npy", np.zeros((2, 16, 16, 1), np.uint8))
+    encoder = artifact_dir(exported_run, "torchscript", "encoder")
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    args = [deploy / "clsp_features", encoder, tmp_path / "images.npy", tmp_path / "f.npy"]
+    ran = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    shutil.rmtree(deploy / "lib")  # without it the binary must not find the build machine's libtorch
+    ran = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ran.returncode == 127 and "libtorch" in ran.stderr

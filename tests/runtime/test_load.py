@@ -65,6 +65,23 @@ def test_an_export_from_another_version_is_refused(run_copy: Path, config_of) ->
         load_encoder(config_of(run_copy), "ort", "cpu")
 
 
+def test_exports_are_keyed_on_the_torch_release_not_its_build_tag(exported_run: Path, config_of, monkeypatch) -> None:
+    """The GPU-export / CPU-serve case: an export made under torch X+cu130 is current under X+cpu."""
+    import clsp.export.artifacts as artifacts
+
+    cfg = config_of(exported_run)
+    spec = encoder_spec(*run_encoder(cfg))
+    here = artifacts.expected_metadata(spec, "torchscript", cfg.export)
+    found = artifacts.versions()
+    release = found["torch"].split("+")[0]
+    assert here["keyed_versions"]["torch"] == release
+    monkeypatch.setattr(artifacts, "versions", lambda: {**found, "torch": release + "+cu130"})
+    gpu = artifacts.expected_metadata(spec, "torchscript", cfg.export)
+    assert gpu["key"] == here["key"] and gpu["versions"]["torch"] == release + "+cu130"
+    monkeypatch.setattr(artifacts, "versions", lambda: {**found, "torch": "9.9.9+cpu"})
+    assert artifacts.expected_metadata(spec, "torchscript", cfg.export)["key"] != here["key"]
+
+
 @pytest.mark.parametrize("fmt,backend", [("onnx", "ort"), ("torchscript", "torchscript")])
 def test_a_truncated_artifact_is_refused(run_copy: Path, config_of, fmt: str, backend: str) -> None:
     directory = artifact_dir(run_copy, fmt, "encoder")
@@ -72,6 +89,28 @@ def test_a_truncated_artifact_is_refused(run_copy: Path, config_of, fmt: str, ba
     model.write_bytes(model.read_bytes()[:1000])
     with pytest.raises(ClspError, match=r"missing, truncated or corrupt \(SHA-256 differs"):
         load_encoder(config_of(run_copy), backend, "cpu")
+
+
+@pytest.mark.parametrize("named", ["../../../../outside/evil.onnx", "/etc/passwd", "model.pt", 123, None])
+def test_a_sidecar_cannot_name_a_model_outside_its_folder_or_of_another_format(run_copy: Path, config_of, named):
+    from clsp.export.artifacts import expected_metadata, is_current
+
+    directory = artifact_dir(run_copy, "onnx", "encoder")
+    # a foreign model with a matching SHA-256 next to the run: it must never be opened
+    outside = run_copy.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "evil.onnx").write_bytes((directory / "model.onnx").read_bytes())
+    metadata = json.loads((directory / METADATA_FILE).read_text())
+    metadata["file"] = named
+    (directory / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(
+        ClspError, match=r"metadata.json: (field 'file' is .*not a file name|names the model file)"
+    ) as e:
+        load_encoder(config_of(run_copy), "ort", "cpu")
+    assert "\n" not in str(e.value)
+    cfg = config_of(run_copy)
+    spec = encoder_spec(*run_encoder(cfg))
+    assert not is_current(directory, expected_metadata(spec, "onnx", cfg.export))  # `clsp export` rebuilds it
 
 
 def test_loaders_turn_unreadable_files_into_clear_errors(exported_run: Path, tmp_path: Path) -> None:
@@ -99,3 +138,13 @@ def test_tensorrt_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
         import_tensorrt()
     with pytest.raises(ClspError, match="pip install 'clsp\\[trt\\]'"):
         TrtModel(tmp_path / "model.engine")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_the_trt_backend_without_tensorrt_says_so_not_export_first(fresh_run: Path, config_of, command) -> None:
+    cfg = config_of(fresh_run, "positives.backend=trt")
+    with pytest.raises(ClspError, match="TensorRT is not usable here") as e:
+        load_denoiser(cfg, run_denoiser(cfg), "cpu")
+    assert "clsp export" not in str(e.value)
+    result = command("features", fresh_run, "--backend", "trt", "--out", fresh_run / "f.npy")
+    assert isinstance(result.exception, ClspError) and "TensorRT is not usable here" in str(result.exception)

@@ -116,6 +116,16 @@ def test_the_client_refuses_other_artifacts_and_bad_input_in_one_line(exported_r
     assert error == "error: anchors are [2, 8, 8, 1]; the denoiser takes [B, 16, 16, 1]\n"
 
 
+@pytest.mark.parametrize("named", ["../../../../outside/evil.onnx", "/etc/passwd", 123])
+def test_the_client_opens_only_the_model_file_inside_the_artifact_folder(run_copy: Path, tmp_path: Path, named):
+    encoder = artifact_dir(run_copy, "onnx", "encoder")
+    metadata = json.loads((encoder / METADATA_FILE).read_text())
+    (encoder / METADATA_FILE).write_text(json.dumps({**metadata, "file": named}))
+    error = run_client("features", encoder, tmp_path, "--out", tmp_path / "f.npy", status=2)
+    assert error.startswith(f"error: {encoder / METADATA_FILE}: field 'file' is ") and error.count("\n") == 1
+    assert "not 'model.onnx'" in error
+
+
 def test_metadata_states_the_whole_contract_and_the_real_precision(exported_run: Path) -> None:
     encoder = json.loads((artifact_dir(exported_run, "onnx", "encoder") / METADATA_FILE).read_text())
     denoiser = json.loads((artifact_dir(exported_run, "onnx", "denoiser") / METADATA_FILE).read_text())

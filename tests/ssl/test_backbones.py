@@ -52,3 +52,48 @@ def test_save_and_load_round_trip(tmp_path):
 def test_unknown_backbone_is_refused():
     with pytest.raises(ValueError, match="resnet18"):
         build_backbone("vgg11")
+
+
+def _saved(tmp_path):
+    net, dim = build_backbone("small-cnn", in_channels=1)
+    save_backbone(net, tmp_path, {"backbone": "small-cnn", "stem": "cifar", "in_channels": 1, "feature_dim": dim})
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda d: (d / "backbone.json").unlink(), r"backbone.json: missing"),
+        (lambda d: (d / "backbone.json").write_text("{not json"), r"backbone.json: not valid JSON"),
+        (
+            lambda d: (d / "backbone.json").write_text('{"backbone": "vgg11", "stem": "cifar", "in_channels": 1}'),
+            r"backbone 'vgg11'",
+        ),
+        (
+            lambda d: (d / "backbone.json").write_text('{"backbone": "resnet18", "stem": "cifar", "in_channels": 1}'),
+            r"holds another network than the resnet18",
+        ),
+        (
+            lambda d: (d / "backbone.json").write_text(
+                '{"backbone": "small-cnn", "stem": "cifar", "in_channels": "1"}'
+            ),
+            r"'in_channels' is \"1\"",
+        ),
+        (lambda d: (d / "backbone.safetensors").unlink(), r"backbone.safetensors: missing"),
+        (
+            lambda d: (d / "backbone.safetensors").write_bytes((d / "backbone.safetensors").read_bytes()[:500]),
+            r"not a readable safetensors file",
+        ),
+        (
+            lambda d: (d / "backbone.safetensors").write_bytes((1 << 62).to_bytes(8, "little") + b"{}"),
+            r"not a readable safetensors file",
+        ),
+    ],
+)
+def test_every_damaged_backbone_file_is_one_line(tmp_path, damage, match):
+    from clsp.errors import ClspError
+
+    damage(_saved(tmp_path))
+    with pytest.raises(ClspError, match=match) as e:
+        load_backbone(tmp_path)
+    assert "\n" not in str(e.value)

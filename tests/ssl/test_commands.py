@@ -68,7 +68,36 @@ def test_ctrl_c_fails_the_command_and_resume_finishes(fast_config, fast_override
     monkeypatch.setattr(clsp.ssl.train, "moco_momentum", ctrl_c_in_step_2)
     interrupted = CliRunner().invoke(app, args)
     monkeypatch.undo()
-    assert interrupted.exit_code == 130
+    from clsp.interrupt import Interrupted, exit_code
+
+    assert (
+        isinstance(interrupted.exception, Interrupted) and exit_code(interrupted.exception) == 130
+    )  # cli.main exits so
     assert "2 / 5" in interrupted.output and (tmp_path / "run" / "ssl" / "state").is_dir()
     resumed = CliRunner().invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0 and "5 / 5" in resumed.output
+
+
+def test_sigterm_saves_the_state_exits_143_and_resume_finishes(fast_config, fast_overrides, tmp_path, repo_root):
+    """What a scheduler (SLURM, Kubernetes, spot preemption) sends before killing a job."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = train_args(fast_config, fast_overrides, tmp_path, repo_root, "ssl.epochs=40")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "clsp.cli", *args], env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "ssl" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "ssl" / "state" / "progress.json").is_file()
+    resumed = CliRunner().invoke(app, [*args[:2], *args[2:], "--resume", "--set=ssl.epochs=2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (tmp_path / "run" / "ssl" / "backbone.safetensors").is_file()

@@ -54,7 +54,8 @@ def test_moco_resume_continues_exactly_and_exports_the_same_backbone(fast_config
     torch.testing.assert_close(net_split(x), net_full(x), rtol=0, atol=1e-6)
 
 
-def test_ctrl_c_saves_the_state_and_resume_continues_exactly(fast_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_the_state_and_resume_continues_exactly(fast_config, tmp_path, monkeypatch, signum):
     import clsp.ssl.train
 
     overrides = ["ssl.clsp_weight=0.5", "ssl.lr=0.01", "ssl.epochs=2"]
@@ -63,7 +64,7 @@ def test_ctrl_c_saves_the_state_and_resume_continues_exactly(fast_config, tmp_pa
 
     def ctrl_c_in_step_4(step, *args):  # called once per step, before its forward pass
         if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return momentum(step, *args)
 
     cfg = fast_config(*overrides, f"run.output_dir={tmp_path / 'split'}")
@@ -149,6 +150,67 @@ def test_metrics_hold_each_epoch_once_after_a_kill_between_saves(fast_config, tm
     metrics.write_text("\n".join([*lines, json.dumps({**json.loads(lines[-1]), "epoch": 3, "step": 15})]) + "\n")
     train_ssl(cfg, resume=True)
     assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_resume_refuses_another_or_a_replaced_store_and_the_backbone_names_its_store(fast_config, make_store, tmp_path):
+    cfg = fast_config("ssl.epochs=2")
+    train_ssl(cfg, max_steps=5)
+    other = tmp_path / "other"
+    make_store(cfg, other, k=3)
+    with pytest.raises(
+        ClspError, match=r"--resume: .* trained on positives store \w{12}, but ssl.positives now holds store"
+    ) as e:
+        train_ssl(fast_config("ssl.epochs=2", f"ssl.positives={other}"), resume=True)
+    assert "\n" not in str(e.value)
+    # the same folder, replaced in place by a store of other positives
+    import shutil
+
+    shutil.rmtree(tmp_path / "positives")
+    make_store(cfg, tmp_path / "positives", k=3)
+    with pytest.raises(ClspError, match=r"trained on positives store"):
+        train_ssl(cfg, resume=True)
+    finished = train_ssl(fast_config("ssl.epochs=1"), overwrite=True)
+    _, spec = load_backbone(finished.backbone.parent)
+    from clsp.positives.store import PositiveStore
+
+    assert spec["positives"] == {
+        "path": str(tmp_path / "positives"),
+        "identity": PositiveStore.open(tmp_path / "positives").identity,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda p: p.update(step="ten"), "field 'step' is \"ten\", expected an integer"),
+        (lambda p: p.pop("step"), "field 'step' is missing"),
+        (lambda p: p.update(step=-7), "field 'step' is -7, expected at least 0"),
+        (lambda p: p["sums"].pop("loss"), "field 'sums' has keys"),
+    ],
+)
+def test_a_tampered_progress_file_is_one_line_and_loses_nothing(fast_config, tmp_path, change, match):
+    cfg = fast_config("ssl.epochs=3", "ssl.save_every_epochs=1")
+    train_ssl(cfg, max_steps=10)
+    progress = tmp_path / "run" / "ssl" / "state" / "progress.json"
+    metrics = tmp_path / "run" / "ssl" / "metrics.jsonl"
+    logged = metrics.read_text()
+    saved = json.loads(progress.read_text())
+    change(saved)
+    progress.write_text(json.dumps(saved))
+    with pytest.raises(ClspError, match=rf"progress.json: {match}.*--overwrite") as e:
+        train_ssl(cfg, resume=True)
+    assert "\n" not in str(e.value)
+    assert metrics.read_text() == logged
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning(fast_config, tmp_path, capsys):
+    cfg = fast_config("ssl.epochs=3", "ssl.save_every_epochs=1")
+    train_ssl(cfg, max_steps=10)
+    metrics = tmp_path / "run" / "ssl" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 3, "st')  # killed mid-write
+    train_ssl(cfg, resume=True)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert "torn last line" in capsys.readouterr().err
 
 
 def test_a_second_writer_of_one_run_folder_is_refused(fast_config, tmp_path):
