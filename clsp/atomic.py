@@ -13,6 +13,8 @@ def file_in_the_way(folder: str | Path) -> Path | None:
     """The nearest existing path among ``folder`` and its parents when it is not a folder (so ``folder`` cannot be
     created or used); None when ``folder`` is a folder or could be made one."""
     for path in (Path(folder), *Path(folder).parents):
+        if path.is_symlink() and not path.exists():
+            return path  # a dangling symlink: nothing can be created through it
         if path.exists():
             return None if path.is_dir() else path
     return None

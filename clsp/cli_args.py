@@ -1,6 +1,7 @@
 """Typer argument and option types that several ``clsp`` commands share."""
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -35,3 +36,21 @@ def script_parser(description: str, state_dir: str) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help=f"continue from <output_dir>/{state_dir}")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs and state")
     return parser
+
+
+def run_script(parser: argparse.ArgumentParser, work: Callable[[], object]) -> None:
+    """Run a training script's ``work()`` with the CLI's exits: a ClspError, a full disk or a read-only folder is
+    one ``error:`` line (exit 2), Ctrl-C exits 130 and SIGTERM 143 (after the loop saved its state)."""
+    from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
+    from clsp.interrupt import Interrupted, exit_code
+
+    try:
+        work()
+    except ClspError as e:
+        parser.exit(2, f"error: {e}\n")
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        parser.exit(2, f"error: {os_error_line(e)}\n")
+    except (KeyboardInterrupt, Interrupted) as e:
+        parser.exit(exit_code(e), "interrupted\n")

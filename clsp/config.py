@@ -275,7 +275,7 @@ class EvalConfig(Section):
 
 
 class ExportConfig(Section):
-    formats: tuple[Literal["onnx", "torchscript", "pt2", "trt"], ...] = Field(("onnx", "torchscript"), min_length=1)
+    formats: tuple[Literal["onnx", "torchscript", "pt2", "trt"], ...] = ("onnx", "torchscript")
     opset: int = Field(18, ge=18)
     min_batch: int = Field(1, ge=1)
     opt_batch: int = Field(64, ge=1)
@@ -455,8 +455,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     cfg = config_from_dict(raw, str(path), overrides)
     blocking = file_in_the_way(cfg.run.output_dir)
     if blocking is not None:
+        what = "a symlink to nothing" if blocking.is_symlink() and not blocking.exists() else "a file"
         raise ClspError(
-            f"{path}: run.output_dir '{cfg.run.output_dir}' cannot be a folder: '{blocking}' is a file; "
+            f"{path}: run.output_dir '{cfg.run.output_dir}' cannot be a folder: '{blocking}' is {what}; "
             "set another one with --set run.output_dir=..."
         )
     return cfg

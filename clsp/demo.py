@@ -197,7 +197,7 @@ class StageLedger:
             changed = field_differences(entry.get("settings"), settings, "")
             named = describe_differences([(name.lstrip("."), old, new) for name, old, new in changed])
             raise ClspError(
-                f"{self.path.parent}: stage '{stage}' was run with other settings ({named or 'unrecorded'}); rerun "
+                f"{self.path.parent}: stage '{stage}' was run with other settings ({named or 'settings recorded by an earlier clsp'}); rerun "
                 "with --overwrite to redo the stages whose settings changed, or choose another folder with "
                 "--set run.output_dir=..."
             )

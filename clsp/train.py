@@ -15,8 +15,7 @@ if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == os.path.dirname(o
 
 from pathlib import Path
 
-from clsp.cli_args import script_parser
-from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
+from clsp.cli_args import run_script, script_parser
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,19 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, help="stop (saving the state) after this many steps in all")
     args = parser.parse_args(argv)
     overrides = args.overrides + ([f"ssl.positives={args.positives}"] if args.positives else [])
-    from clsp.interrupt import Interrupted, exit_code
     from clsp.ssl.train import run_training  # torch loads slowly: only once the arguments parsed
 
-    try:
-        run_training(args.config, overrides, args.resume, args.max_steps, args.overwrite)
-    except ClspError as e:
-        parser.exit(2, f"error: {e}\n")
-    except OSError as e:
-        if e.errno not in WRITE_ERRNOS:
-            raise
-        parser.exit(2, f"error: {os_error_line(e)}\n")
-    except (KeyboardInterrupt, Interrupted) as e:
-        parser.exit(exit_code(e), "interrupted\n")
+    run_script(parser, lambda: run_training(args.config, overrides, args.resume, args.max_steps, args.overwrite))
 
 
 if __name__ == "__main__":

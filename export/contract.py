@@ -80,7 +80,8 @@ def denoiser_contract(settings: SamplerSettings, weight: float) -> dict[str, Any
         "alphas_cumprod": [float(alphas[t]) for t in timesteps],
         "alphas_cumprod_prev": [float(alphas[t]) if t >= 0 else 1.0 for t in previous] if ddim else None,
         "coefficients": _ddim_coefficients(scheduler, timesteps, previous, settings.eta) if ddim else None,
-        "rules": _ddim_rules(stride) if ddim else _dpm_rules(),
+        "anchor_noise": settings.anchor_noise,
+        "rules": _ddim_rules(stride, settings.anchor_noise) if ddim else _dpm_rules(settings.anchor_noise),
     }
     return {
         "sampler": sampler,
@@ -108,7 +109,13 @@ def _ddim_coefficients(
     return {name: [row[i] for row in rows] for i, name in enumerate(names)}
 
 
-def _ddim_rules(stride: int) -> dict[str, str]:
+def _anchor_noise_rule(mode: str) -> str:
+    if mode == "shared":
+        return "anchor_noise = x_T at every step (anchor_noise: shared; the caller passes x_T for every step)"
+    return "a fresh anchor_noise every step (anchor_noise: fresh, the paper's)"
+
+
+def _ddim_rules(stride: int, anchor_noise: str) -> dict[str, str]:
     return {
         "alphas_cumprod": "betas = linspace(beta_start, beta_end, num_train_timesteps) (float32), alphas_cumprod "
         "= cumprod(1 - betas); alphas_cumprod_prev of the last step is 1 (set_alpha_to_one); both listed above "
@@ -118,7 +125,7 @@ def _ddim_rules(stride: int) -> dict[str, str]:
         f"step goes t -> t' = t - {stride}, the last to t' = -1",
         "start": "x = x_T (noise)",
         "anchor_t": "every step: anchor_t = sqrt(a) * anchor + sqrt(1 - a) * anchor_noise with a = "
-        "alphas_cumprod[t] and a fresh anchor_noise (the anchor is re-noised, never denoised)",
+        f"alphas_cumprod[t] and {_anchor_noise_rule(anchor_noise)} (the anchor is re-noised, never denoised)",
         "eps": "eps = model(x_t=x, anchor_t=anchor_t, t=[t] * batch int64, w=[weight] * batch float32): epsilon "
         "prediction; w weights the random sample's features against the anchor's (1: plain sampling)",
         "step": "a = alphas_cumprod[t], a' = alphas_cumprod_prev; x0 = (x - sqrt(1 - a) * eps) / sqrt(a) (no "
@@ -126,12 +133,13 @@ def _ddim_rules(stride: int) -> dict[str, str]:
         "sigma^2) * eps + sigma * z (z only when eta > 0); the last step (a' = 1) gives x = x0",
         "noise": "the caller's: standard normal float32 [batch, C, H, W] tensors, independent: x_T once, then per "
         "step anchor_noise and, when eta > 0, z; clsp draws them per sample in that order (x_T, then "
-        "anchor_noise, z for each step)",
+        "anchor_noise (fresh only), z for each step)",
     }
 
 
-def _dpm_rules() -> dict[str, str]:
+def _dpm_rules(anchor_noise: str) -> dict[str, str]:
     return {
         "step": "diffusers DPMSolverMultistepScheduler(algorithm_type='dpmsolver++', solver_order=2) with the "
-        "schedule and grid above; anchor_t and eps as for ddim; noise: x_T, then per step anchor_noise",
+        f"schedule and grid above; anchor_t and eps as for ddim, {_anchor_noise_rule(anchor_noise)}; noise: x_T, "
+        "then per step anchor_noise",
     }

@@ -1,13 +1,15 @@
 """``clsp features``: encode a split or an image folder with any backend and save the features."""
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from clsp.atomic import atomic_write, file_in_the_way
+from clsp.atomic import atomic_write, atomic_write_text, file_in_the_way
 from clsp.config import Config
 from clsp.data import ImageSet
 from clsp.errors import ClspError
@@ -21,9 +23,21 @@ def encode_images(
     cfg: Config, backend: Backend, images: ImageSet, device: str | torch.device = "cpu", run: Path | None = None
 ) -> Tensor:
     """float32 ``[N, D]`` features of ``images`` (uint8 ``[N, S, S, C]``) from the run's encoder (``run``'s when
-    given) on ``backend``, normalised with the encoder's own ``mean``/``std``, ``export.max_batch`` images at a
-    time (a TensorRT engine's largest batch)."""
+    given) on ``backend``: :func:`~clsp.runtime.load.load_encoder`, then :func:`encode_loaded`."""
     encoder, backbone = load_encoder(cfg, backend, device, run)
+    return encode_loaded(encoder, backbone, images, cfg.export.max_batch, device, backend)
+
+
+def encode_loaded(
+    encoder: Callable[[Tensor], Tensor],
+    backbone: dict[str, Any],
+    images: ImageSet,
+    batch_size: int,
+    device: str | torch.device,
+    backend: str,
+) -> Tensor:
+    """float32 ``[N, D]`` features of ``images`` from a loaded ``encoder`` (and its ``backbone.json``), normalised
+    with the encoder's own ``mean``/``std``, ``batch_size`` images at a time (a TensorRT engine's largest batch)."""
     expected = (int(backbone["image_size"]), int(backbone["image_size"]), int(backbone["in_channels"]))
     if tuple(images.images.shape[1:]) != expected:
         raise ClspError(
@@ -35,7 +49,7 @@ def encode_images(
         images.images,
         backbone["mean"],
         backbone["std"],
-        batch_size=cfg.export.max_batch,
+        batch_size=batch_size,
         device=device,
         description=f"features ({backend})",
     )
@@ -55,11 +69,23 @@ def check_features_path(path: Path) -> Path:
     return path
 
 
-def save_features(path: Path, features: Tensor, labels: np.ndarray | None) -> Path:
+def files_list_path(path: Path) -> Path:
+    """Where :func:`save_features` lists the image files of ``path``'s rows: ``features.npy`` -> ``features.files.txt``."""
+    return path.with_suffix(".files.txt")
+
+
+def save_features(path: Path, features: Tensor, labels: np.ndarray | None, files: tuple[str, ...] = ()) -> Path:
     """Write ``features`` float32 ``[N, D]`` atomically: ``.npy`` holds the array; ``.safetensors`` holds
-    ``features`` and, when known, int64 ``labels [N]``."""
+    ``features`` and, when known, int64 ``labels [N]``. ``files`` (image files, one per row, in row order) go to
+    :func:`files_list_path`, one per line; a stale list from an earlier run is removed."""
     path = check_features_path(path)
     features = features.float().contiguous()
+    if files:
+        if len(files) != len(features):
+            raise ValueError(f"{len(files)} file names for {len(features)} rows")
+        atomic_write_text(files_list_path(path), "".join(f"{name}\n" for name in files))
+    else:
+        files_list_path(path).unlink(missing_ok=True)
     if path.suffix == ".npy":
         return atomic_write(path, lambda tmp: np.save(tmp, features.numpy()))
     tensors = {"features": features}

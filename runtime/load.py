@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from clsp.config import Config
 from clsp.diffusion.sampler import Denoiser, SamplerSettings
 from clsp.diffusion.unet import InterpolatingDenoiser
+from clsp.errors import ClspError
 from clsp.export.artifacts import artifact_dir, expected_metadata, validated_artifact
 from clsp.export.specs import ModelSpec, denoiser_spec, encoder_spec, run_encoder
 from clsp.progress import warn
@@ -88,7 +89,40 @@ def load_denoiser(cfg: Config, denoiser: InterpolatingDenoiser, device: str | to
             f"as built, in {effective_precision(cfg)} (ONNX and pt2 in fp32, TensorRT in export.trt_precision)"
         )
     spec = denoiser_spec(denoiser, SamplerSettings.from_config(cfg), cfg.positives.weight)
-    return load_exported(spec, backend, cfg, device, "positives.backend")
+    exported = load_exported(spec, backend, cfg, device, "positives.backend")
+    return CheckedDenoiser(exported, denoiser.sample_shape, cfg.diffusion.num_train_timesteps)
+
+
+class CheckedDenoiser:
+    """An exported denoiser ``(x_t, anchor_t, t, w) -> eps`` whose inputs are checked first (shapes, one batch,
+    ``t`` in ``[0, T)``, ``w`` in ``[0, 1]``), so a wrong call is one line, not an error from inside ONNX Runtime
+    or TensorRT."""
+
+    def __init__(self, model: Callable[..., Tensor], sample_shape: tuple[int, int, int], num_train_timesteps: int):
+        self.model, self.sample_shape, self.num_train_timesteps = model, tuple(sample_shape), num_train_timesteps
+
+    def __call__(self, x_t: Tensor, anchor_t: Tensor, t: Tensor, w: Tensor) -> Tensor:
+        batch = x_t.shape[0] if x_t.ndim == 4 else None
+        shapes = {"x_t": tuple(x_t.shape), "anchor_t": tuple(anchor_t.shape), "t": tuple(t.shape), "w": tuple(w.shape)}
+        expected = {
+            "x_t": (batch, *self.sample_shape),
+            "anchor_t": (batch, *self.sample_shape),
+            "t": (batch,),
+            "w": (batch,),
+        }
+        if batch is None or shapes != expected:
+            raise ClspError(
+                f"denoiser inputs {shapes} must be x_t, anchor_t [B, {', '.join(map(str, self.sample_shape))}], "
+                "t and w [B], one batch B for all four"
+            )
+        if t.is_floating_point():
+            raise ClspError(f"denoiser input t must be int64 timesteps in [0, {self.num_train_timesteps})")
+        if t.device.type == "cpu" and batch:  # value checks on a GPU would cost a host sync every step
+            if int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps:
+                raise ClspError(f"denoiser input t must be int64 timesteps in [0, {self.num_train_timesteps})")
+            if float(w.min()) < 0 or float(w.max()) > 1:
+                raise ClspError("denoiser input w must lie in [0, 1]")
+        return self.model(x_t, anchor_t, t, w)
 
 
 def load_encoder(

@@ -326,7 +326,14 @@ def sample(
         )
     if sampler["eta"] > 0 and (z is None or z.shape != shape):
         raise ContractError(f"noise: eta = {sampler['eta']} needs z of shape {list(shape)}")
+    for name, noise in (("x_T", x_T), ("anchor_noise", anchor_noise), ("z", z)):
+        if noise is not None and not np.isfinite(noise).all():
+            raise ContractError(f"noise: {name} holds NaN or infinite values; draw standard normal noise")
+    if sampler.get("anchor_noise") == "shared":  # the anchor is re-noised with the sample's own x_T every step
+        anchor_noise = np.broadcast_to(x_T, shape)
     w = np.broadcast_to(np.asarray(sampler["weight"] if weight is None else weight, np.float32), (len(x0),))
+    if not ((w >= 0) & (w <= 1)).all():
+        raise ContractError(f"weight: w must lie in [0, 1], got {w.min():g}..{w.max():g}")
     x = x_T.astype(np.float32)
     for i, (t, factors) in enumerate(steps):
         x = ddim_step(session, x, x0, t, factors, w, anchor_noise[i], None if z is None else z[i])
@@ -359,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     positives.add_argument("--out", type=Path, required=True, help=".npy: uint8 [B, H, W, C]")
     args = parser.parse_args(argv)
     try:
+        if not args.out.parent.is_dir():
+            raise ContractError(f"--out {args.out}: the folder {args.out.parent} does not exist; create it first")
         if args.command == "features":
             np.save(args.out, encode_folder(args.encoder_dir, args.image_dir))
         else:

@@ -195,7 +195,7 @@ def test_no_numeric_field_takes_an_infinity_or_nan(tmp_path: Path, value: str) -
         load_config(REPO_ROOT / "configs" / "digits.yaml", [f"ssl.lr={value}"])
 
 
-@pytest.mark.parametrize("override", ["eval.knn_k=[]", "eval.knn_k=[0, 5]", "export.formats=[]", "demo.methods=[]"])
+@pytest.mark.parametrize("override", ["eval.knn_k=[]", "eval.knn_k=[0, 5]", "demo.methods=[]"])
 def test_lists_that_something_iterates_are_not_empty(override: str) -> None:
     with pytest.raises(ClspError, match=override.partition("=")[0]):
         load_config(REPO_ROOT / "configs" / "digits.yaml", [override])
@@ -235,3 +235,11 @@ def test_huge_configs_and_alias_bombs_fail_fast(tmp_path: Path) -> None:
     with pytest.raises(ClspError, match=r"bomb.yaml: holds more than 100000 values once its YAML aliases are expanded"):
         load_config(bomb)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("below", ["", "run"])
+def test_a_dangling_symlink_output_dir_is_refused_on_load(tmp_path: Path, below: str) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    path = write_yaml(tmp_path, {})
+    with pytest.raises(ClspError, match=f"'{tmp_path / 'link'}' is a symlink to nothing; set another one"):
+        load_config(path, [f"run.output_dir={tmp_path / 'link' / below}"])

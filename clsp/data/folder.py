@@ -84,7 +84,7 @@ def load_image_folder(
             f"{root}: images both at the top level ({top.name}) and in sub-folders ({nested.relative_to(root)}); "
             "put every image in a class sub-folder, or none"
         )
-    images, folders, bad = [], [], []
+    images, folders, read, bad = [], [], [], []
     for path in track(files, f"reading {root}"):
         try:
             array = read_image(path, channels, max_pixels)
@@ -95,9 +95,9 @@ def load_image_folder(
             ) from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             if not skip_bad_images:
+                skip = "--skip-bad-images" if option == "data.root" else "--set data.skip_bad_images=true"
                 raise ClspError(
-                    f"{path}: not a readable image ({type(e).__name__}); remove it or set data.skip_bad_images=true "
-                    "(--skip-bad-images)"
+                    f"{path}: not a readable image ({type(e).__name__}); remove it or skip unreadable files ({skip})"
                 ) from None
             bad.append(path)
             continue
@@ -109,6 +109,7 @@ def load_image_folder(
                 f"{images[0].shape[1]}x{images[0].shape[0]}; set data.image_size to resize all images"
             )
         images.append(array)
+        read.append(str(path.relative_to(root)))
         folders.append(path.relative_to(root).parts[0])
     if bad:
         warn(f"skipped {len(bad)} unreadable file(s) under {root}, e.g. {bad[0]}")
@@ -119,4 +120,6 @@ def load_image_folder(
         class_names = tuple(sorted(set(folders)))
         index = {name: i for i, name in enumerate(class_names)}
         labels = np.array([index[f] for f in folders], dtype=np.int64)
-    return ImageSet(name=f"folder:{root.name}", images=np.stack(images), labels=labels, class_names=class_names)
+    return ImageSet(
+        name=f"folder:{root.name}", images=np.stack(images), labels=labels, class_names=class_names, files=tuple(read)
+    )

@@ -21,12 +21,16 @@ class ImageSet:
     images: np.ndarray
     labels: np.ndarray | None = None
     class_names: tuple[str, ...] = field(default=())
+    files: tuple[str, ...] = field(default=())
+    """Image folders: the file each row was read from (relative to the folder); () for datasets."""
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] not in (1, 3):
             raise ValueError(
                 f"{self.name}: images must be uint8 [N,H,W,C], got {self.images.dtype} {self.images.shape}"
             )
+        if self.files and len(self.files) != len(self.images):
+            raise ValueError(f"{self.name}: {len(self.files)} file names for {len(self.images)} images")
         if self.labels is not None and self.labels.shape != (len(self.images),):
             raise ValueError(f"{self.name}: labels {self.labels.shape} do not match {len(self.images)} images")
 

@@ -24,15 +24,15 @@ from torch import Tensor
 
 from clsp.accelerator import stage_accelerator
 from clsp.atomic import give_default_modes, replace_folder
-from clsp.cli_args import script_parser
+from clsp.cli_args import run_script, script_parser
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_images
 from clsp.data.imageset import resize_images
 from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_images, sample_positives
 from clsp.diffusion.unet import load_unet
-from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
+from clsp.errors import ClspError
 from clsp.grid import save_image_grid
-from clsp.interrupt import Interrupted, any_process, exit_code, interrupted_error, stop_on_interrupt
+from clsp.interrupt import any_process, interrupted_error, stop_on_interrupt
 from clsp.json_files import json_field
 from clsp.progress import print_summary, progress_bar
 from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
@@ -298,16 +298,7 @@ def run_training(config: Path, overrides: list[str], resume: bool, overwrite: bo
 def main(argv: list[str] | None = None) -> None:
     parser = script_parser(__doc__.splitlines()[0], "diffusion/state")
     args = parser.parse_args(argv)
-    try:
-        run_training(args.config, args.overrides, args.resume, args.overwrite)
-    except ClspError as e:
-        parser.exit(2, f"error: {e}\n")
-    except OSError as e:
-        if e.errno not in WRITE_ERRNOS:
-            raise
-        parser.exit(2, f"error: {os_error_line(e)}\n")
-    except (KeyboardInterrupt, Interrupted) as e:
-        parser.exit(exit_code(e), "interrupted\n")
+    run_script(parser, lambda: run_training(args.config, args.overrides, args.resume, args.overwrite))
 
 
 if __name__ == "__main__":

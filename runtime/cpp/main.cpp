@@ -399,6 +399,7 @@ std::string release(const std::string& version) { return version.substr(0, versi
 // TorchScript encoder, the file's SHA-256 matches it and it was exported with this runner's torch release.
 ExportedEncoder open_export(const fs::path& given) {
   const std::string fix = "run `clsp export CONFIG --torchscript` and give <output_dir>/export/torchscript/encoder";
+  if (!fs::exists(given)) throw InputError(given.string() + ": no such folder or file; " + fix);
   fs::path folder = fs::is_directory(given) ? given : given.parent_path();
   if (folder.empty()) folder = ".";
   fs::path sidecar = folder / "metadata.json";
@@ -409,6 +410,9 @@ ExportedEncoder open_export(const fs::path& given) {
   if (format != "torchscript")
     throw InputError(folder.string() + ": holds the " + format + " export, not TorchScript; " + fix);
   if (kind != "encoder") throw InputError(folder.string() + ": holds the " + kind + ", not the encoder; " + fix);
+  // a file name inside the folder, never a path: a tampered sidecar must not point the runner elsewhere
+  if (file != "model.pt")
+    throw InputError(sidecar.string() + ": field 'file' is \"" + file + "\", not \"model.pt\"; " + fix);
   if (!fs::is_directory(given) && given.filename() != file)
     throw InputError(given.string() + ": not the model file its metadata.json names (" + file + "); give the folder");
   ExportedEncoder encoder;

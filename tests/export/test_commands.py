@@ -116,6 +116,25 @@ def test_features_of_an_image_folder_saved_as_safetensors(
     assert saved["labels"].tolist() == [classes.index(f"class{digits.labels[i]}") for i in order]
     expected = encode_images(config_of(exported_run), "torch", ImageSet("digits", digits.images[order]))
     torch.testing.assert_close(saved["features"], expected, rtol=1e-4, atol=1e-5)
+    listed = (tmp_path / "features.files.txt").read_text().splitlines()
+    assert listed == [f"class{digits.labels[i]}/{i}.png" for i in order]  # the file of every row, in row order
+
+
+def test_features_of_a_folder_with_a_bad_file_name_the_rows_and_the_right_option(
+    exported_run: Path, tmp_path: Path, command
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.new("L", (16, 16), 7).save(folder / name)
+    (folder / "b.png").write_bytes(b"not a png")
+    out = tmp_path / "f.npy"
+    result = command("features", exported_run, "--input", folder, "--out", out)
+    assert isinstance(result.exception, ClspError) and "(--set data.skip_bad_images=true)" in str(result.exception)
+    result = command("features", exported_run, "--input", folder, "--out", out, "--set", "data.skip_bad_images=true")
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape[0] == 2 and (tmp_path / "f.files.txt").read_text() == "a.png\nc.png\n"
+    assert "images / s (encoding)" in result.output and "start-up" in result.output
 
 
 def test_retraining_the_encoder_makes_its_export_stale(run_copy: Path, tmp_path: Path, command, config_of) -> None:

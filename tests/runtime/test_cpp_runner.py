@@ -85,10 +85,13 @@ def test_wrong_inputs_and_stale_or_foreign_artifacts_get_one_line(
         run(runner, artifact_dir(exported_run, "onnx", "encoder"), good, out), "holds the onnx export, not TorchScript"
     )
     one_line_error(run(runner, tmp_path, good, out), "metadata.json: missing (not a clsp export)")
+    one_line_error(run(runner, tmp_path / "nowhere", good, out), f"{tmp_path / 'nowhere'}: no such folder or file")
 
     metadata = json.loads((encoder / "metadata.json").read_text())
     (encoder / "metadata.json").write_text(json.dumps({**metadata, "keyed_versions": {"torch": "1.0.0+cpu"}}))
     one_line_error(run(runner, encoder, good, out), "exported with torch 1.0.0+cpu but this runner links libtorch")
+    (encoder / "metadata.json").write_text(json.dumps({**metadata, "file": "../../../outside/model.pt"}))
+    one_line_error(run(runner, encoder, good, out), "metadata.json: field 'file' is \"../../../outside/model.pt\"")
     (encoder / "metadata.json").write_text(json.dumps(metadata))
     with open(encoder / "model.pt", "ab") as model:
         model.write(b"tampered")
@@ -100,16 +103,19 @@ def test_the_binary_copied_with_a_lib_folder_runs_anywhere(runner: Path, exporte
     import torch
 
     deploy = tmp_path / "deploy"
-    (deploy / "lib").mkdir(parents=True)
+    deploy.mkdir()
     shutil.copy2(runner, deploy / "clsp_features")
-    for library in (Path(torch.__file__).parent / "lib").iterdir():  # the lib/ folder, linked file by file
-        (deploy / "lib" / library.name).symlink_to(library)
+    # lib/ beside the copy: here a link to the wheel's libtorch folder (a CUDA wheel's libtorch finds its CUDA
+    # libraries relative to its own folder; a CPU libtorch's lib/ can be copied as it is)
+    (deploy / "lib").symlink_to(Path(torch.__file__).parent / "lib", target_is_directory=True)
     np.save(tmp_path / "images.npy", np.zeros((2, 16, 16, 1), np.uint8))
     encoder = artifact_dir(exported_run, "torchscript", "encoder")
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     args = [deploy / "clsp_features", encoder, tmp_path / "images.npy", tmp_path / "f.npy"]
     ran = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
-    shutil.rmtree(deploy / "lib")  # without it the binary must not find the build machine's libtorch
+    dynamic = subprocess.run(["readelf", "-d", deploy / "clsp_features"], capture_output=True, text=True).stdout
+    assert "(RUNPATH)" in dynamic and "[$ORIGIN/lib]" in dynamic, dynamic
+    (deploy / "lib").unlink()  # without it the binary must not find the build machine's libtorch
     ran = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert ran.returncode == 127 and "libtorch" in ran.stderr

@@ -148,3 +148,28 @@ def test_the_trt_backend_without_tensorrt_says_so_not_export_first(fresh_run: Pa
     assert "clsp export" not in str(e.value)
     result = command("features", fresh_run, "--backend", "trt", "--out", fresh_run / "f.npy")
     assert isinstance(result.exception, ClspError) and "TensorRT is not usable here" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"t": torch.tensor([5])},  # batch 1 beside a batch of 3
+        {"t": torch.tensor([0, 1000, 3])},  # past T
+        {"t": torch.tensor([0.0, 1.0, 2.0])},
+        {"w": torch.tensor([0.1, 1.5, 0.1])},
+        {"anchor_t": torch.zeros(3, 1, 8, 8)},
+    ],
+)
+def test_exported_denoiser_inputs_are_checked_before_the_backend_sees_them(exported_run: Path, config_of, change):
+    cfg = config_of(exported_run, "positives.backend=ort")
+    denoiser = load_denoiser(cfg, run_denoiser(cfg), "cpu")
+    good = {
+        "x_t": torch.zeros(3, 1, 16, 16),
+        "anchor_t": torch.zeros(3, 1, 16, 16),
+        "t": torch.tensor([0, 500, 999]),
+        "w": torch.full((3,), 0.1),
+    }
+    assert denoiser(**good).shape == (3, 1, 16, 16)
+    with pytest.raises(ClspError, match="denoiser input") as e:
+        denoiser(**{**good, **change})
+    assert "\n" not in str(e.value)

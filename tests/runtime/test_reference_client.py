@@ -126,6 +126,23 @@ def test_the_client_opens_only_the_model_file_inside_the_artifact_folder(run_cop
     assert "not 'model.onnx'" in error
 
 
+def test_the_client_refuses_a_missing_out_folder_and_non_finite_noise(exported_run: Path, tmp_path: Path) -> None:
+    denoiser = artifact_dir(exported_run, "onnx", "denoiser")
+    np.save(tmp_path / "anchors.npy", np.zeros((2, 16, 16, 1), np.uint8))
+    metadata = json.loads((denoiser / METADATA_FILE).read_text())
+    steps = metadata["sampler"]["num_steps"]
+    noise = {"x_T": np.zeros((2, 1, 16, 16), np.float32), "anchor_noise": np.zeros((steps, 2, 1, 16, 16), np.float32)}
+    if metadata["sampler"]["eta"] > 0:
+        noise["z"] = np.zeros((steps, 2, 1, 16, 16), np.float32)
+    noise["x_T"][0, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "noise.npz", **noise)
+    args = ("sample", denoiser, "--anchors", tmp_path / "anchors.npy", "--noise", tmp_path / "noise.npz", "--out")
+    error = run_client(*args, tmp_path / "p.npy", status=2)
+    assert error == "error: noise: x_T holds NaN or infinite values; draw standard normal noise\n"
+    error = run_client(*args, tmp_path / "missing" / "p.npy", status=2)
+    assert error.startswith("error: --out ") and "does not exist; create it first" in error and error.count("\n") == 1
+
+
 def test_metadata_states_the_whole_contract_and_the_real_precision(exported_run: Path) -> None:
     encoder = json.loads((artifact_dir(exported_run, "onnx", "encoder") / METADATA_FILE).read_text())
     denoiser = json.loads((artifact_dir(exported_run, "onnx", "denoiser") / METADATA_FILE).read_text())
