@@ -60,3 +60,33 @@ def test_user_errors_are_one_line_with_exit_code_2(args: list[str], needle: str,
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"),
+    [(28, "No space left on device; "), (30, "make the folder writable, or set another run.output_dir")],
+)
+def test_a_full_disk_or_read_only_folder_is_one_line(monkeypatch, capsys, tmp_path: Path, code: int, needle: str):
+    """ENOSPC / EROFS from any command (a full or read-only disk cannot be made here without root mounts)."""
+    import os
+
+    import clsp.cli
+
+    def failing() -> None:
+        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "ssl" / "backbone.safetensors"))
+
+    monkeypatch.setattr(clsp.cli, "app", failing)
+    with pytest.raises(SystemExit) as e:
+        clsp.cli.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "backbone.safetensors: " in err and needle in err
+
+
+def test_messages_keep_their_brackets(capsys) -> None:
+    from clsp.progress import print_error, warn
+
+    warn("pip install 'clsp[trt]' for shape [batch,1,16,16]")
+    print_error("see [red]this[/]")
+    err = capsys.readouterr().err
+    assert "pip install 'clsp[trt]' for shape [batch,1,16,16]" in err and "see [red]this[/]" in err

@@ -274,3 +274,23 @@ def test_identity_changes_with_any_shard_or_the_header(tmp_path: Path, data: np.
     c = make(tmp_path / "c", provenance={"seed": 1})
     fill(c, data)
     assert c.identity != a.identity
+
+
+def test_a_full_disk_while_writing_a_shard_leaves_the_store_as_it_was(tmp_path: Path, data: np.ndarray, monkeypatch):
+    import errno
+
+    store = make(tmp_path)
+    fill(store, data, shards=[0])
+    manifest = (tmp_path / "manifest.json").read_text()
+
+    def full(file, array, allow_pickle=False):  # a full disk cannot be made here without root mounts
+        Path(file).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(store_module.np, "save", full)
+    with pytest.raises(OSError):
+        store.write_shard(1, data[SHARD : 2 * SHARD])
+    monkeypatch.undo()
+    assert (tmp_path / "manifest.json").read_text() == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "manifest.json.lock", "shard_00000.npy"]
+    assert PositiveStore.open(tmp_path).missing_shards() == [1, 2]  # generated again on the next run
