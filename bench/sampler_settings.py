@@ -14,13 +14,10 @@ torch threads). Prints a markdown table and the cheapest setting no worse than D
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from clsp.config import load_config
-from clsp.positives.generate import generate_positives
-from clsp.positives.inspect import real_reference, score_store
-from clsp.positives.store import PositiveStore
+from clsp.positives.sweep import score_setting
 
 SETTINGS = [(solver, steps) for solver, steps in (("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10))] + [
     ("dpm-solver++", 20),
@@ -40,16 +37,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="clsp-sampler-") as tmp:
         for precision in ("fp32", "bf16"):
             for solver, steps in SETTINGS:
-                run = cfg.model_copy(deep=True)
-                run.positives.solver, run.positives.num_steps, run.positives.precision = solver, steps, precision
-                run.positives.num_candidates = 1
-                run.ssl.positives = Path(tmp) / f"{solver}-{steps}-{precision}"
-                started = time.perf_counter()
-                generate_positives(run, args.anchors)
-                seconds = time.perf_counter() - started
-                store = PositiveStore.open(run.ssl.positives, check="none")
-                real = real or real_reference(run, store.image_shape[0])
-                scores = score_store(store, run, args.anchors, real)
+                root = Path(tmp) / f"{solver}-{steps}-{precision}"
+                changes = {"solver": solver, "num_steps": steps, "precision": precision, "num_candidates": 1}
+                done = score_setting(cfg, root, args.anchors, real, **changes)
+                scores, seconds, real = done.scores, done.seconds, done.real
                 rows.append(
                     {
                         "solver": solver,

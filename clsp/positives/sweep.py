@@ -3,6 +3,8 @@ scored for class kept, realism and hardness, drawn against w. The figure a user 
 
 import json
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,35 @@ GRID_ANCHORS = 8
 """Rows of ``sweep.png``'s companion grid: anchors, then candidate 0 at every weight."""
 
 
-def _weight_config(cfg: Config, weight: float, num_layers: int, root: Path) -> Config:
+@dataclass
+class ScoredSetting:
+    """Positives of one sampler setting for the first anchors, and their scores."""
+
+    store: PositiveStore
+    scores: dict[str, Any]
+    seconds: float
+    """Wall time of generating them (UNet load included)."""
+    real: Any
+    """The real reference they were scored against (reuse it for the next setting)."""
+
+
+def score_setting(cfg: Config, root: Path, limit: int, real: Any = None, **positives: Any) -> ScoredSetting:
+    """Generate the first ``limit`` anchors' positives with the ``positives.*`` fields ``positives`` changed into a
+    store at ``root``, and score them (:func:`~clsp.positives.inspect.score_store`) against ``real``, the real
+    reference (None: made here; pass one made once to score many settings against the same judges)."""
+    from clsp.positives.generate import generate_positives
+    from clsp.positives.inspect import real_reference, score_store
+
     run = cfg.model_copy(deep=True)
-    run.positives.weight = weight
-    run.positives.num_layers = num_layers
-    run.ssl.positives = root / f"w{weight:g}-L{num_layers}"
-    return run
+    for name, value in positives.items():
+        setattr(run.positives, name, value)
+    run.ssl.positives = root
+    started = time.perf_counter()
+    generate_positives(run, limit)
+    seconds = time.perf_counter() - started
+    store = PositiveStore.open(root, check="none")
+    real = real or real_reference(run, store.image_shape[0])
+    return ScoredSetting(store, score_store(store, run, limit, real), seconds, real)
 
 
 def sweep_positives(
@@ -36,8 +61,7 @@ def sweep_positives(
     """Generate ``limit`` anchors' positives per (w, num_layers) into temporary stores, score each, and write
     ``sweep.json``, ``sweep.png`` (class kept, off-manifold and hardness against w) and ``sweep_grid.png`` into
     ``out`` (default ``<run.output_dir>/sweep``). The other sampler settings come from ``cfg.positives``."""
-    from clsp.positives.generate import generate_positives
-    from clsp.positives.inspect import real_reference, score_store, store_dataset
+    from clsp.positives.inspect import store_dataset
 
     if not weights or not layers:
         raise ClspError("sweep: give at least one weight and one num_layers")
@@ -51,15 +75,13 @@ def sweep_positives(
     with tempfile.TemporaryDirectory(dir=out, prefix=".stores-") as tmp:
         for num_layers in layers:
             for weight in weights:
-                run = _weight_config(cfg, weight, num_layers, Path(tmp))
-                generate_positives(run, limit)
-                store = PositiveStore.open(run.ssl.positives, check="none")
-                real = real or real_reference(run, store.image_shape[0])
-                scores = score_store(store, run, limit, real)
-                points.append({"weight": weight, "num_layers": num_layers, **scores, "store": None})
+                root = Path(tmp) / f"w{weight:g}-L{num_layers}"
+                done = score_setting(cfg, root, limit, real, weight=weight, num_layers=num_layers)
+                store, real = done.store, done.real
+                points.append({"weight": weight, "num_layers": num_layers, **done.scores, "store": None})
                 if num_layers == layers[0]:
                     columns.append(np.stack([store.candidate(i, 0) for i in range(min(GRID_ANCHORS, store.n))]))
-        anchors = store_dataset(store, run)[1][: len(columns[0])]
+        anchors = store_dataset(store, cfg)[1][: len(columns[0])]
     p = cfg.positives
     result = {
         "weights": weights,
