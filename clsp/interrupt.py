@@ -58,6 +58,14 @@ def stop_on_interrupt() -> Iterator[list[bool]]:
             signal.signal(signum, old)
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of DataLoader workers: ignore Ctrl-C and SIGTERM, which a terminal or a scheduler (SLURM
+    signals every process of a job) also sends to them, so that only the main process stops the loop, after its
+    step; the workers end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def any_process(accelerator: "Accelerator", flag: bool) -> bool:
     """True on every process when ``flag`` is set on any, so all of them stop after the same step."""
     if accelerator.num_processes == 1:

@@ -27,7 +27,7 @@ from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import load_training_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
-from clsp.interrupt import any_process, interrupted_error, stop_on_interrupt
+from clsp.interrupt import any_process, ignore_stop_signals, interrupted_error, stop_on_interrupt
 from clsp.json_files import json_field, read_json_lines
 from clsp.progress import print_summary, progress_bar, warn
 from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
@@ -261,6 +261,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
         dataset,
         batch_sampler=sampler,
         num_workers=s.num_workers,
+        worker_init_fn=ignore_stop_signals if s.num_workers else None,
         pin_memory=accelerator.device.type == "cuda",
         prefetch_factor=4 if s.num_workers else None,
     )

@@ -86,14 +86,16 @@ def test_sigterm_saves_the_state_exits_143_and_resume_finishes(fast_config, fast
     import sys
     import time
 
-    args = train_args(fast_config, fast_overrides, tmp_path, repo_root, "ssl.epochs=40")
+    # two DataLoader workers, and SIGTERM to the whole process group, as SLURM signals every process of a job
+    args = train_args(fast_config, fast_overrides, tmp_path, repo_root, "ssl.epochs=40", "ssl.num_workers=2")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "clsp.cli", *args], env=env, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "clsp.cli", *args]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     metrics = tmp_path / "run" / "ssl" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 1) and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "interrupted" in err and "Traceback" not in err
