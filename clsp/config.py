@@ -25,8 +25,44 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "stl10": ("train", "test", "unlabeled"),
     "fashion_mnist": ("train", "test"),
     "mnist": ("train", "test"),
-    "folder": ("all",),
+    "folder": ("train", "val", "test", "all"),
+    "torchvision": ("train", "val", "test", "unlabeled", "extra", "all"),
 }
+"""Split names per source. A folder has those its layout gives (``clsp.data.folder_splits``); ``all`` is every image
+of a one-split folder; a torchvision dataset has those of :data:`TORCHVISION_SPLITS`."""
+
+_TRAIN_FLAG = {"train": {"train": True}, "test": {"train": False}}
+TORCHVISION_SPLITS: dict[str, dict[str, dict[str, Any]] | None] = {
+    "MNIST": _TRAIN_FLAG,
+    "FashionMNIST": _TRAIN_FLAG,
+    "KMNIST": _TRAIN_FLAG,
+    "USPS": _TRAIN_FLAG,
+    "SVHN": {"train": {"split": "train"}, "test": {"split": "test"}, "extra": {"split": "extra"}},
+    "DTD": {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}},
+    "Flowers102": {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}},
+    "FGVCAircraft": {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}},
+    "OxfordIIITPet": {"train": {"split": "trainval"}, "test": {"split": "test"}},
+    "Food101": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "StanfordCars": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "GTSRB": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "Country211": {"train": {"split": "train"}, "val": {"split": "valid"}, "test": {"split": "test"}},
+    "FER2013": {"train": {"split": "train"}, "test": {"split": "test"}},
+    "ImageNet": {"train": {"split": "train"}, "test": {"split": "val"}},
+    "Caltech101": None,
+    "SUN397": None,
+    "EuroSAT": None,
+}
+"""``data.source: torchvision``: for each supported ``data.dataset`` (a ``torchvision.datasets`` class), each clsp split
+and the class's keyword arguments that select it (ImageNet's test split is its labelled ``val``). None: the class has
+one split, which clsp splits class-stratified into ``train`` and ``test`` (``data.test_fraction``,
+``data.split_seed``) and calls ``all`` whole. CIFAR and STL-10 are clsp sources of their own (``cifar10``, ``stl10``):
+torchvision's CIFAR reader unpickles its files."""
+
+
+def torchvision_splits(dataset: str) -> tuple[str, ...]:
+    """The clsp splits of torchvision ``dataset`` (one of :data:`TORCHVISION_SPLITS`)."""
+    own = TORCHVISION_SPLITS[dataset]
+    return ("train", "test", "all") if own is None else tuple(own)
 
 
 SSL_METHODS = ("simclr", "moco", "nnclr")
@@ -47,11 +83,21 @@ class RunConfig(Section):
 
 
 class DataConfig(Section):
-    source: Literal["digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "folder"] = "digits"
+    source: Literal["digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "stl10", "folder", "torchvision"] = (
+        "digits"
+    )
     root: Path | None = None
     """torchvision root (cifar10/cifar100/stl10), the image folder (folder), or the folder of the idx files or of
     torchvision's FashionMNIST/raw (MNIST/raw) (fashion_mnist, mnist: default /usr/share/datasets/fashion-mnist,
-    where Debian's dataset-fashion-mnist installs them); unused for digits."""
+    where Debian's dataset-fashion-mnist installs them); unused for digits. A folder with ``train/`` and ``val/`` or
+    ``test/`` sub-folders has those splits (``test`` reads ``test/``, else ``val/``); a folder without them
+    is split class-stratified by ``test_fraction`` and ``split_seed``."""
+    dataset: str | None = None
+    """torchvision: the ``torchvision.datasets`` class (e.g. ``DTD``, ``Flowers102``), read from ``root``; supported
+    ones and their splits: :data:`TORCHVISION_SPLITS` (docs/data.md)."""
+    roots: dict[Literal["train", "val", "test"], Path] | None = None
+    """folder: one folder per split instead of ``root`` (e.g. ``{train: /data/in100/train, test: /data/in100/val}``);
+    every split needs the same class sub-folders."""
     image_size: int | None = Field(None, ge=4, le=1024)
     """Resize every image to this square size; None keeps the native size (digits: 16)."""
     channels: Literal[1, 3] | None = None
@@ -77,9 +123,21 @@ class DataConfig(Section):
     """folder and ``--input``: image files with more pixels are refused from their header, before decoding (a
     decompression-bomb guard; Pillow's own default). Bombs are refused even with skip_bad_images."""
     test_fraction: float = Field(0.25, gt=0, lt=1)
-    """digits: fraction of the 1,797 images in the stratified test split."""
+    """digits and a labelled one-split folder: fraction of each class's images in the stratified test split."""
     split_seed: int = Field(0, ge=0)
-    """digits: seed of the stratified train/test split."""
+    """digits and a labelled one-split folder: seed of the stratified train/test split."""
+
+    @property
+    def source_name(self) -> str:
+        """``source``, with the torchvision class: ``torchvision DTD``."""
+        return f"{self.source} {self.dataset}" if self.dataset else self.source
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The split names ``source`` (and ``dataset``) has."""
+        if self.source == "torchvision" and self.dataset in TORCHVISION_SPLITS:
+            return torchvision_splits(self.dataset)
+        return SPLITS[self.source]
 
     @model_validator(mode="before")
     @classmethod
@@ -89,20 +147,46 @@ class DataConfig(Section):
         source = raw.get("source", "digits")
         if source == "digits":
             raw.setdefault("image_size", 16)
-        if source == "folder":
-            for field in ("train_split", "labeled_split", "test_split"):
-                raw.setdefault(field, "all")
         return raw
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataConfig":
         valid = SPLITS[self.source]
+        if (self.source == "torchvision") != (self.dataset is not None):
+            raise ValueError(
+                "dataset names the torchvision class for source torchvision"
+                if self.dataset is not None
+                else "source torchvision needs dataset: a torchvision.datasets class, e.g. dataset: DTD"
+            )
+        if self.source == "torchvision":
+            if self.dataset not in TORCHVISION_SPLITS:
+                hint = {"CIFAR10": "cifar10", "CIFAR100": "cifar100", "STL10": "stl10"}.get(str(self.dataset))
+                raise ValueError(
+                    f"dataset {self.dataset!r}: "
+                    + (f"use source: {hint} (clsp's own reader; torchvision's unpickles)" if hint else "not supported")
+                    + f"; supported: {', '.join(TORCHVISION_SPLITS)}"
+                )
+            valid = self.splits
         for field in ("train_split", "labeled_split", "test_split"):
             if getattr(self, field) not in valid:
                 raise ValueError(
-                    f"{field} {getattr(self, field)!r} is not a split of {self.source}; use one of {list(valid)}"
+                    f"{field} {getattr(self, field)!r} is not a split of {self.source_name}; use one of {list(valid)}"
                 )
-        if self.source not in ("digits", "fashion_mnist", "mnist") and self.root is None:
+        if self.labeled_split == self.test_split:
+            raise ValueError(
+                f"labeled_split and test_split are both {self.test_split!r}: the probes would be scored on the images "
+                "they are fit on; set test_split to a held-out split"
+            )
+        if "all" in (self.labeled_split, self.test_split):
+            raise ValueError("labeled_split and test_split are train, val or test ('all' holds the test images too)")
+        if self.roots is not None:
+            if self.source != "folder":
+                raise ValueError(f"roots is for source folder, not {self.source!r}; set data.root instead")
+            if self.root is not None:
+                raise ValueError("set data.root or data.roots, not both")
+            if "train" not in self.roots:
+                raise ValueError("roots needs a train folder (roots.train)")
+        elif self.source not in ("digits", "fashion_mnist", "mnist") and self.root is None:
             raise ValueError(f"root is required for source {self.source!r}: set data.root to the dataset folder")
         return self
 

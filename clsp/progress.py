@@ -84,3 +84,8 @@ def warn(message: str) -> None:
 def print_error(message: str) -> None:
     """Print a one-line error to stderr."""
     _labelled("error:", "red", message)
+
+
+def note(message: str) -> None:
+    """Print a one-line note to stderr: something clsp decided that the user should know."""
+    _labelled("note:", "cyan", message)

@@ -17,7 +17,8 @@ from clsp.training_state import recover_state_swap
 
 LOCK_FILE = ".lock"
 DATA_RESUME_SAFE = frozenset(
-    f"data.{k}" for k in ("root", "download", "skip_bad_images", "max_image_pixels", "labeled_split", "test_split")
+    f"data.{k}"
+    for k in ("root", "roots", "download", "skip_bad_images", "max_image_pixels", "labeled_split", "test_split")
 )
 """Data settings a resumed training may change: where the files are and the splits it does not train on."""
 

@@ -138,11 +138,26 @@ def test_source_dependent_defaults() -> None:
     assert config_from_dict({}).data.image_size == 16
     folder = config_from_dict({"data": {"source": "folder", "root": "imgs"}}).data
     assert (folder.train_split, folder.labeled_split, folder.test_split, folder.image_size) == (
-        "all",
-        "all",
-        "all",
+        "train",
+        "train",
+        "test",
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"source": "digits", "test_split": "train"}, "labeled_split and test_split are both 'train'"),
+        ({"source": "folder", "root": "x", "labeled_split": "all"}, "'all' holds the test images too"),
+        ({"source": "folder", "root": "x", "roots": {"train": "a"}}, "data.root or data.roots, not both"),
+        ({"source": "folder", "roots": {"test": "a"}}, r"roots needs a train folder \(roots.train\)"),
+        ({"source": "cifar10", "roots": {"train": "a"}}, "roots is for source folder"),
+    ],
+)
+def test_a_probe_scored_on_its_own_images_is_refused_on_load(data: dict, message: str) -> None:
+    with pytest.raises(ClspError, match=message):
+        config_from_dict({"data": data})
 
 
 def test_every_validation_error_is_named_on_one_line(tmp_path: Path) -> None:

@@ -2,19 +2,20 @@
 
 import numpy as np
 
-from clsp.config import SPLITS, DataConfig
+from clsp.config import DataConfig
 from clsp.data.imageset import ImageSet, resize_images, to_channels
 from clsp.errors import ClspError
 
 
 def check_split(cfg: DataConfig, split: str) -> None:
     """Refuse, in one line naming the valid ones, a ``split`` that ``cfg.source`` does not have."""
-    if split not in SPLITS[cfg.source]:
-        raise ClspError(f"split {split!r} is not a split of {cfg.source}; use one of: {', '.join(SPLITS[cfg.source])}")
+    if split not in cfg.splits:
+        raise ClspError(f"split {split!r} is not a split of {cfg.source_name}; use one of: {', '.join(cfg.splits)}")
 
 
 def load_images(cfg: DataConfig, split: str) -> ImageSet:
-    """Load one split (``train``, ``test``, ``unlabeled`` for STL-10, ``all`` for a folder) of ``cfg.source``.
+    """Load one split (``train``, ``test``, ``unlabeled`` for STL-10; a folder's: ``clsp.data.folder_splits``) of
+    ``cfg.source``.
 
     Images get ``cfg.channels`` (see :func:`~clsp.data.imageset.to_channels`), then are resized to
     ``cfg.image_size`` when it is set. Nothing is downloaded unless ``cfg.download``.
@@ -22,11 +23,13 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
     """
     check_split(cfg, split)
     if cfg.source == "folder":
-        from clsp.data.folder import load_image_folder
+        from clsp.data.folder_splits import load_folder_split
 
-        return load_image_folder(
-            cfg.root, cfg.image_size, cfg.skip_bad_images, channels=cfg.channels or 3, max_pixels=cfg.max_image_pixels
-        )
+        return load_folder_split(cfg, split)
+    if cfg.source == "torchvision":
+        from clsp.data.torchvision_source import load_torchvision_split
+
+        return load_torchvision_split(cfg, split)
     if cfg.source == "digits":
         from clsp.data.digits import load_digits_split
 

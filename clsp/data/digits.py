@@ -2,9 +2,8 @@
 
 import numpy as np
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-from clsp.data.imageset import ImageSet, resize_images
+from clsp.data.imageset import ImageSet, resize_images, stratified_split
 
 DIGITS_MAX_VALUE = 16  # load_digits pixels are integers 0..16
 
@@ -17,10 +16,8 @@ def load_digits_split(split: str, image_size: int, test_fraction: float, split_s
     bunch = load_digits()
     pixels = np.round(bunch.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int64)
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=split_seed
-    )
-    rows = np.sort(train_idx if split == "train" else test_idx)
+    train_rows, test_rows = stratified_split(labels, test_fraction, split_seed, "digits")
+    rows = train_rows if split == "train" else test_rows
     return ImageSet(
         name=f"digits/{split}",
         images=resize_images(pixels[rows], image_size),

@@ -1,6 +1,7 @@
 """Any folder of images, searched recursively; class labels from first-level sub-folder names when present."""
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,36 +41,44 @@ def _open_unchecked(path: Path) -> Image.Image:
 
 
 def read_image(path: Path, channels: int, max_pixels: int) -> np.ndarray:
-    """uint8 ``[H, W, channels]``: decoded to RGB (palette expanded, alpha ignored; 16-bit grey scaled to 8 bits as
-    ``(v * 255 + 32767) // 65535``), then :func:`to_channels`. Raises :class:`ImageTooLarge` past ``max_pixels``."""
+    """uint8 ``[H, W, channels]`` of the image file ``path`` (:func:`picture_to_array`). Raises
+    :class:`ImageTooLarge` past ``max_pixels``, from the header, before decoding."""
     with _open_unchecked(path) as picture:
         width, height = picture.size
         if width * height > max_pixels:
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels")
-        if picture.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grey (PNG opens as I;16 or I)
-            wide = np.asarray(picture, dtype=np.int64).clip(0, 65535)
-            grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
-            rgb = np.repeat(grey[..., None], 3, axis=2)
-        else:
-            rgb = np.array(picture.convert("RGB"), dtype=np.uint8)
+        return picture_to_array(picture, channels)
+
+
+def picture_to_array(picture: Image.Image, channels: int) -> np.ndarray:
+    """uint8 ``[H, W, channels]``: decoded to RGB (palette expanded, alpha ignored; 16-bit grey scaled to 8 bits as
+    ``(v * 255 + 32767) // 65535``), then :func:`to_channels`."""
+    if picture.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit grey (PNG opens as I;16 or I)
+        wide = np.asarray(picture, dtype=np.int64).clip(0, 65535)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+    else:
+        rgb = np.array(picture.convert("RGB"), dtype=np.uint8)
     return to_channels(rgb[None], channels)[0]
 
 
-def load_image_folder(
-    root: Path,
-    image_size: int | None,
-    skip_bad_images: bool = False,
-    option: str = "data.root",
-    channels: int = 3,
-    max_pixels: int = MAX_IMAGE_PIXELS,
-) -> ImageSet:
-    """Every image under ``root`` as uint8 ``[N, S, S, channels]``; errors name ``root`` as the ``option`` that
-    gave it. ``channels`` 1 makes every image grey, 3 RGB (the rule: ``DataConfig.channels``), before resizing.
+def fit_size(array: np.ndarray, image_size: int | None, first: np.ndarray | None, where: object) -> np.ndarray:
+    """uint8 ``[H, W, C]`` resized to ``image_size`` (shorter side, centre crop); with ``image_size`` None it must be
+    the size of the ``first`` image read (None: it is the first), else a one-line error naming ``where``."""
+    if image_size is not None:
+        return resize_images(array[None], image_size)[0]
+    if first is not None and array.shape != first.shape:
+        raise ClspError(
+            f"{where}: size {array.shape[1]}x{array.shape[0]} differs from the first image's "
+            f"{first.shape[1]}x{first.shape[0]}; set data.image_size to resize all images"
+        )
+    return array
 
-    Images are resized on the shorter side and centre-cropped to ``image_size``; with ``image_size`` None they
-    must all share one size. Labels are the first-level sub-folder names (sorted, indexed from 0) when every
-    image sits in one; with every image directly in ``root`` the set is unlabelled.
-    """
+
+def list_image_folder(root: Path, option: str = "data.root") -> tuple[list[Path], list[str] | None]:
+    """The visible files under ``root`` (sorted) and, when every one sits in a first-level sub-folder, that
+    sub-folder's name for each (its class); None when every file sits directly in ``root`` (unlabelled).
+    Errors name ``root`` as the ``option`` that gave it. Nothing is decoded."""
     root = Path(root)
     if not root.is_dir():
         raise ClspError(f"{option} '{root}' is not a folder; point {option} at a folder of images")
@@ -84,8 +93,24 @@ def load_image_folder(
             f"{root}: images both at the top level ({top.name}) and in sub-folders ({nested.relative_to(root)}); "
             "put every image in a class sub-folder, or none"
         )
-    images, folders, read, bad = [], [], [], []
-    for path in track(files, f"reading {root}"):
+    return files, ([p.relative_to(root).parts[0] for p in files] if in_subfolder[0] else None)
+
+
+def decode_image_files(
+    root: Path,
+    files: Sequence[Path],
+    image_size: int | None,
+    skip_bad_images: bool = False,
+    option: str = "data.root",
+    channels: int = 3,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> tuple[np.ndarray, list[int]]:
+    """``files`` (under ``root``) decoded as uint8 ``[N, S, S, channels]`` and the indices into ``files`` of the N
+    that were read (all of them unless ``skip_bad_images`` skipped some). ``channels`` 1 makes every image grey,
+    3 RGB (the rule: ``DataConfig.channels``), before resizing on the shorter side and centre-cropping to
+    ``image_size``; with ``image_size`` None every image must share one size."""
+    images, read, bad = [], [], []
+    for i, path in enumerate(track(files, f"reading {root}")):
         try:
             array = read_image(path, channels, max_pixels)
         except ImageTooLarge as e:
@@ -101,25 +126,32 @@ def load_image_folder(
                 ) from None
             bad.append(path)
             continue
-        if image_size is not None:
-            array = resize_images(array[None], image_size)[0]
-        elif images and array.shape != images[0].shape:
-            raise ClspError(
-                f"{path}: size {array.shape[1]}x{array.shape[0]} differs from the first image's "
-                f"{images[0].shape[1]}x{images[0].shape[0]}; set data.image_size to resize all images"
-            )
-        images.append(array)
-        read.append(str(path.relative_to(root)))
-        folders.append(path.relative_to(root).parts[0])
+        images.append(fit_size(array, image_size, images[0] if images else None, path))
+        read.append(i)
     if bad:
         warn(f"skipped {len(bad)} unreadable file(s) under {root}, e.g. {bad[0]}")
     if not images:
         raise ClspError(f"{option} '{root}': none of its {len(files)} files is a readable image")
+    return np.stack(images), read
+
+
+def load_image_folder(
+    root: Path,
+    image_size: int | None,
+    skip_bad_images: bool = False,
+    option: str = "data.root",
+    channels: int = 3,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> ImageSet:
+    """Every image under ``root`` (:func:`list_image_folder`, :func:`decode_image_files`) as one set. Labels are the
+    first-level sub-folder names (sorted, indexed from 0) when every image sits in one, else the set is unlabelled."""
+    root = Path(root)
+    files, folders = list_image_folder(root, option)
+    images, read = decode_image_files(root, files, image_size, skip_bad_images, option, channels, max_pixels)
     labels, class_names = None, ()
-    if all(in_subfolder):
+    if folders is not None:
         class_names = tuple(sorted(set(folders)))
         index = {name: i for i, name in enumerate(class_names)}
-        labels = np.array([index[f] for f in folders], dtype=np.int64)
-    return ImageSet(
-        name=f"folder:{root.name}", images=np.stack(images), labels=labels, class_names=class_names, files=tuple(read)
-    )
+        labels = np.array([index[folders[i]] for i in read], dtype=np.int64)
+    names = tuple(str(files[i].relative_to(root)) for i in read)
+    return ImageSet(name=f"folder:{root.name}", images=images, labels=labels, class_names=class_names, files=names)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clsp.errors import ClspError
+
 
 @dataclass(frozen=True)
 class ImageSet:
@@ -106,3 +108,23 @@ def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarra
         batch = batch[:, :, top : top + size, left : left + size]
         out[start : start + chunk] = batch.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     return out
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int, where: str, class_names: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted row indices ``(train, test)`` of a class-stratified split of int64 ``labels`` [N]: ``test_fraction`` of
+    each class's rows to test, the same rows for the same ``labels`` and ``seed`` on every machine. Too few images
+    of a class to split is a one-line error naming ``where`` (the dataset) and the class."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels, minlength=len(class_names))
+    if counts.min() < 2 or round(test_fraction * len(labels)) < len(counts):
+        few = int(counts.argmin())
+        raise ClspError(
+            f"{where}: class {class_names[few] if class_names else few!r} has {counts.min()} image(s), too few to "
+            f"split {len(labels)} images class-stratified at data.test_fraction={test_fraction}; add images, raise "
+            "data.test_fraction, or give a test split of its own"
+        )
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)

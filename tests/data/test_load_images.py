@@ -16,7 +16,7 @@ from clsp.errors import ClspError
         ("cifar10", "trian", "train, test"),
         ("cifar100", "val", "train, test"),
         ("stl10", "unlabelled", "train, test, unlabeled"),
-        ("folder", "train", "all"),
+        ("folder", "trian", "train, val, test, all"),
     ],
 )
 def test_unknown_split_names_the_valid_ones_before_reading(tmp_path: Path, source: str, split: str, valid: str) -> None:

@@ -170,7 +170,7 @@ def test_score_command_without_labels_reports_what_needs_them(tmp_path: Path) ->
         f"run: {{output_dir: {tmp_path / 'run'}}}\ndata: {{source: folder, root: {tmp_path / 'images'}}}\n"
     )
     cfg = load_config(config)
-    images = load_images(cfg.data, "all").images
+    images = load_images(cfg.data, cfg.data.train_split).images
     store = make_store(cfg, np.stack([images, np.roll(images, 1, axis=1)], axis=1))
     scores = score_store(store, cfg)
     assert scores["class_kept"] == NEEDS_LABELS and scores["classifier"] == NEEDS_LABELS

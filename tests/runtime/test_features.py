@@ -57,14 +57,16 @@ def test_a_grey_run_trained_on_a_mixed_folder_encodes_its_input_folder(tmp_path:
         picture = Image.fromarray(grey).convert(("L", "LA", "RGB", "P")[i % 4])
         (folder / f"class{digits.labels[i]}").mkdir(parents=True, exist_ok=True)
         picture.save(folder / f"class{digits.labels[i]}" / f"{i:02d}.png")
-    source = ["data.source=folder", f"data.root={folder}", "data.channels=1"]
+    source = ["data.source=folder", f"data.root={folder}", "data.channels=1", "data.train_split=all"]
     ssl = ["ssl.epochs=1", "ssl.batch_size=16", "ssl.clsp_weight=0", "ssl.num_workers=0", "ssl.projector_hidden_dim=64"]
     train_ssl(config_of(tmp_path / "run", *source, *ssl))
     from_input = command("features", tmp_path / "run", "--input", folder, "--out", tmp_path / "input.safetensors")
     assert from_input.exit_code == 0, from_input.output
     assert "folder:images: 32 x (16, 16, 1)" in from_input.output
     sets = [a for o in source for a in ("--set", o)]
-    from_source = command("features", tmp_path / "run", *sets, "--out", tmp_path / "source.safetensors")
+    from_source = command(
+        "features", tmp_path / "run", *sets, "--split", "all", "--out", tmp_path / "source.safetensors"
+    )
     assert from_source.exit_code == 0, from_source.output
     by_input, by_source = load_file(tmp_path / "input.safetensors"), load_file(tmp_path / "source.safetensors")
     assert by_input["features"].shape == (32, 256)
