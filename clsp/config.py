@@ -31,6 +31,9 @@ SPLITS: dict[str, tuple[str, ...]] = {
 """Split names per source. A folder has those its layout gives (``clsp.data.folder_splits``); ``all`` is every image
 of a one-split folder; a torchvision dataset has those of :data:`TORCHVISION_SPLITS`."""
 
+CACHED_SOURCES = ("folder", "torchvision")
+"""Sources decoded from image files, whose splits go through the decoded-image cache."""
+
 _TRAIN_FLAG = {"train": {"train": True}, "test": {"train": False}}
 TORCHVISION_SPLITS: dict[str, dict[str, dict[str, Any]] | None] = {
     "MNIST": _TRAIN_FLAG,
@@ -122,6 +125,13 @@ class DataConfig(Section):
     max_image_pixels: int = Field(89_478_485, ge=1)
     """folder and ``--input``: image files with more pixels are refused from their header, before decoding (a
     decompression-bomb guard; Pillow's own default). Bombs are refused even with skip_bad_images."""
+    cache_dir: Path | None = None
+    """folder and torchvision: where each split is decoded once into a memory-mapped uint8 ``.npy`` that every stage
+    and run maps read-only (``clsp.data.cache``); keyed on the file list (sizes, mtimes) or the torchvision class and
+    root, and the resize rule. A config loaded from YAML defaults it to ``<run.output_dir>/../data-cache``; None on a
+    bare ``DataConfig``: decoded into memory."""
+    decode_workers: int = Field(0, ge=0)
+    """Processes that decode a folder or torchvision split into the cache; 0: one per core."""
     test_fraction: float = Field(0.25, gt=0, lt=1)
     """digits and a labelled one-split folder: fraction of each class's images in the stratified test split."""
     split_seed: int = Field(0, ge=0)
@@ -403,7 +413,15 @@ class Config(Section):
     export: ExportConfig = ExportConfig()
     demo: DemoConfig = DemoConfig()
 
+    @model_validator(mode="after")
+    def _cache_beside_the_runs(self) -> "Config":
+        if self.data.cache_dir is None and self.data.source in CACHED_SOURCES:
+            self.data.cache_dir = self.run.output_dir.parent / "data-cache"
+        return self
 
+
+UNRECORDED_DATA_FIELDS = ("cache_dir", "decode_workers")
+"""Data settings that decide where and how fast images are decoded, not which: never part of a stage's settings."""
 RESOLVED_CONFIG_NAME = "config.yaml"
 MAX_CONFIG_BYTES = 1 << 20
 """A config is a few kilobytes; a larger file is refused before it is parsed."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clsp.atomic import atomic_write_text
-from clsp.config import Config, load_config, save_resolved_config
+from clsp.config import UNRECORDED_DATA_FIELDS, Config, load_config, save_resolved_config
 from clsp.differences import describe_differences, field_differences
 from clsp.errors import ClspError
 from clsp.interrupt import interrupted_error
@@ -133,6 +133,8 @@ def stage_settings(cfg: Config, parts: Sequence[str], root: Path) -> dict[str, A
         return value
 
     dump = cfg.model_dump(mode="json")
+    for name in UNRECORDED_DATA_FIELDS:
+        del dump["data"][name]
     chosen = {}
     for part in parts:
         value = dump
@@ -180,9 +182,13 @@ class StageLedger:
         atomic_write_text(self.path, json.dumps({"stages": self.stages}, indent=1))
 
     def changed(self, stage: str, settings: dict[str, Any]) -> bool:
-        """Whether ``stage`` was started before with other settings."""
+        """Whether ``stage`` was started before with other settings (a field only one side has reads None)."""
         entry = self.stages.get(stage)
-        return entry is not None and entry["key"] != stage_key(settings)
+        if entry is None:
+            return False
+        if "settings" in entry:
+            return bool(field_differences(entry["settings"], settings, ""))
+        return entry["key"] != stage_key(settings)
 
     def run(self, stage: str, settings: dict[str, Any], work: Callable[[bool], object]) -> None:
         """Run ``work(resume)`` unless ``stage`` finished before with ``settings`` (:func:`stage_settings`);
@@ -190,6 +196,8 @@ class StageLedger:
         ``interrupted`` set (a training stopped by Ctrl-C or SIGTERM, its state saved) stops the demo unrecorded:
         the rerun resumes it."""
         key, entry = stage_key(settings), self.stages.get(stage)
+        if entry is not None and "settings" in entry and not field_differences(entry["settings"], settings, ""):
+            entry["key"] = key  # the same settings, recorded by a clsp with fewer (None-valued) fields
         if entry is not None and entry["key"] == key and "seconds" in entry:
             console.print(f"[dim]{stage}: done before ({entry['seconds']:.0f} s), skipped[/]")
             return

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from clsp.config import RESOLVED_CONFIG_NAME, Config
+from clsp.config import RESOLVED_CONFIG_NAME, UNRECORDED_DATA_FIELDS, Config
 from clsp.differences import Difference, describe_differences, field_differences
 from clsp.errors import ClspError
 from clsp.training_state import recover_state_swap
@@ -18,7 +18,16 @@ from clsp.training_state import recover_state_swap
 LOCK_FILE = ".lock"
 DATA_RESUME_SAFE = frozenset(
     f"data.{k}"
-    for k in ("root", "roots", "download", "skip_bad_images", "max_image_pixels", "labeled_split", "test_split")
+    for k in (
+        "root",
+        "roots",
+        "download",
+        "skip_bad_images",
+        "max_image_pixels",
+        "labeled_split",
+        "test_split",
+        *UNRECORDED_DATA_FIELDS,
+    )
 )
 """Data settings a resumed training may change: where the files are and the splits it does not train on."""
 

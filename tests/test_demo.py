@@ -192,6 +192,16 @@ def test_compare_names_a_missing_or_broken_metrics_file(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not valid JSON" in result.stderr
 
 
+def test_a_stage_recorded_before_a_new_none_valued_field_is_still_done(tmp_path: Path) -> None:
+    ledger, calls = tmp_path / "stages.json", []
+    StageLedger(ledger).run("stage", {"data": {"root": None}}, calls.append)
+    StageLedger(ledger).run("stage", {"data": {"root": None, "roots": None}}, calls.append)  # a newer clsp's field
+    assert calls == [False] and not StageLedger(ledger).changed("stage", {"data": {"root": None, "roots": None}})
+    assert StageLedger(ledger).changed("stage", {"data": {"root": None, "roots": {"train": "a"}}})
+    with pytest.raises(ClspError, match=r"data.roots: null -> \{"):
+        StageLedger(ledger).run("stage", {"data": {"root": None, "roots": {"train": "a"}}}, calls.append)
+
+
 def test_a_folder_of_another_demo_suggests_an_option_that_exists(tmp_path: Path) -> None:
     ledger = tmp_path / "stages.json"
     calls = []

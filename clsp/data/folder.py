@@ -2,6 +2,7 @@
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,6 @@ from PIL import Image, UnidentifiedImageError
 
 from clsp.data.imageset import ImageSet, resize_images, to_channels
 from clsp.errors import ClspError
-from clsp.progress import track, warn
 
 MAX_IMAGE_PIXELS = 89_478_485
 """Default of ``data.max_image_pixels``: Pillow's own decompression-bomb threshold (1024 x 1024 x 1024 // 4 // 3)."""
@@ -96,43 +96,38 @@ def list_image_folder(root: Path, option: str = "data.root") -> tuple[list[Path]
     return files, ([p.relative_to(root).parts[0] for p in files] if in_subfolder[0] else None)
 
 
-def decode_image_files(
-    root: Path,
-    files: Sequence[Path],
-    image_size: int | None,
-    skip_bad_images: bool = False,
-    option: str = "data.root",
-    channels: int = 3,
-    max_pixels: int = MAX_IMAGE_PIXELS,
-) -> tuple[np.ndarray, list[int]]:
-    """``files`` (under ``root``) decoded as uint8 ``[N, S, S, channels]`` and the indices into ``files`` of the N
-    that were read (all of them unless ``skip_bad_images`` skipped some). ``channels`` 1 makes every image grey,
-    3 RGB (the rule: ``DataConfig.channels``), before resizing on the shorter side and centre-cropping to
-    ``image_size``; with ``image_size`` None every image must share one size."""
-    images, read, bad = [], [], []
-    for i, path in enumerate(track(files, f"reading {root}")):
-        try:
-            array = read_image(path, channels, max_pixels)
-        except ImageTooLarge as e:
-            raise ClspError(
-                f"{path}: {e}, more than data.max_image_pixels={max_pixels}; shrink or remove the file, or raise "
-                "data.max_image_pixels (decoding takes about 4 bytes per pixel)"
-            ) from None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            if not skip_bad_images:
-                skip = "--skip-bad-images" if option == "data.root" else "--set data.skip_bad_images=true"
+@dataclass(frozen=True)
+class FileDecoder:
+    """Decodes a chunk of image files (picklable: decode worker processes run it) as uint8 ``[n, S, S, channels]``
+    (:func:`read_image`, then :func:`fit_size` to ``image_size``), with the indices of the files it read (an
+    unreadable one is skipped with ``skip_bad_images``, else a one-line error naming it and the ``option`` fix)."""
+
+    image_size: int | None
+    skip_bad_images: bool = False
+    option: str = "data.root"
+    channels: int = 3
+    max_pixels: int = MAX_IMAGE_PIXELS
+
+    def __call__(self, files: Sequence[Path]) -> tuple[np.ndarray, list[int], None]:
+        images, read = [], []
+        for i, path in enumerate(files):
+            try:
+                array = read_image(path, self.channels, self.max_pixels)
+            except ImageTooLarge as e:
                 raise ClspError(
-                    f"{path}: not a readable image ({type(e).__name__}); remove it or skip unreadable files ({skip})"
+                    f"{path}: {e}, more than data.max_image_pixels={self.max_pixels}; shrink or remove the file, or "
+                    "raise data.max_image_pixels (decoding takes about 4 bytes per pixel)"
                 ) from None
-            bad.append(path)
-            continue
-        images.append(fit_size(array, image_size, images[0] if images else None, path))
-        read.append(i)
-    if bad:
-        warn(f"skipped {len(bad)} unreadable file(s) under {root}, e.g. {bad[0]}")
-    if not images:
-        raise ClspError(f"{option} '{root}': none of its {len(files)} files is a readable image")
-    return np.stack(images), read
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                if not self.skip_bad_images:
+                    skip = "--skip-bad-images" if self.option == "data.root" else "--set data.skip_bad_images=true"
+                    raise ClspError(
+                        f"{path}: not a readable image ({type(e).__name__}); remove it or skip unreadable files ({skip})"
+                    ) from None
+                continue
+            images.append(fit_size(array, self.image_size, images[0] if images else None, path))
+            read.append(i)
+        return (np.stack(images) if images else np.zeros((0, 1, 1, self.channels), np.uint8)), read, None
 
 
 def load_image_folder(
@@ -142,16 +137,23 @@ def load_image_folder(
     option: str = "data.root",
     channels: int = 3,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    workers: int = 1,
 ) -> ImageSet:
-    """Every image under ``root`` (:func:`list_image_folder`, :func:`decode_image_files`) as one set. Labels are the
-    first-level sub-folder names (sorted, indexed from 0) when every image sits in one, else the set is unlabelled."""
+    """Every image under ``root`` (:func:`list_image_folder`) decoded into memory by ``workers`` processes
+    (:class:`FileDecoder`). Labels are the first-level sub-folder names (sorted, indexed from 0) when every image
+    sits in one, else the set is unlabelled."""
+    from clsp.data.cache import DecodePlan, decode_plan
+
     root = Path(root)
     files, folders = list_image_folder(root, option)
-    images, read = decode_image_files(root, files, image_size, skip_bad_images, option, channels, max_pixels)
-    labels, class_names = None, ()
-    if folders is not None:
-        class_names = tuple(sorted(set(folders)))
-        index = {name: i for i, name in enumerate(class_names)}
-        labels = np.array([index[folders[i]] for i in read], dtype=np.int64)
-    names = tuple(str(files[i].relative_to(root)) for i in read)
-    return ImageSet(name=f"folder:{root.name}", images=images, labels=labels, class_names=class_names, files=names)
+    class_names = tuple(sorted(set(folders))) if folders is not None else ()
+    plan = DecodePlan(
+        name=f"folder:{root.name}",
+        key={},
+        items=files,
+        decode=FileDecoder(image_size, skip_bad_images, option, channels, max_pixels),
+        labels=None if folders is None else np.array([class_names.index(f) for f in folders], dtype=np.int64),
+        class_names=class_names,
+        files=tuple(str(p.relative_to(root)) for p in files),
+    )
+    return decode_plan(plan, workers, None)

@@ -11,13 +11,15 @@ Three layouts, tried in this order:
   ``clsp positives score``'s off-manifold test).
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from clsp.config import DataConfig
-from clsp.data.folder import decode_image_files, list_image_folder
+from clsp.data.cache import DecodePlan, decode_plan
+from clsp.data.folder import FileDecoder, list_image_folder
 from clsp.data.imageset import ImageSet, stratified_split
 from clsp.errors import ClspError
 from clsp.progress import note
@@ -129,22 +131,36 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
     if where.part != "all":  # an unlabelled folder is one class: a seeded random split
         strata = np.zeros(len(files), np.int64) if labels is None else labels
         described = f"{where.option} '{where.root}'"
-        train_rows, test_rows = stratified_split(strata, cfg.test_fraction, cfg.split_seed, described, class_names or ())
+        train_rows, test_rows = stratified_split(
+            strata, cfg.test_fraction, cfg.split_seed, described, class_names or ()
+        )
         rows = train_rows if where.part == "train" else test_rows
         files, labels = [files[i] for i in rows], None if labels is None else labels[rows]
-    pixels, read = decode_image_files(
-        where.root,
-        files,
-        cfg.image_size,
-        cfg.skip_bad_images,
-        where.option,
-        cfg.channels or 3,
-        cfg.max_image_pixels,
-    )
-    return ImageSet(
+    key = {
+        "source": "folder",
+        "root": str(where.root.resolve()),
+        "part": where.part,
+        "split": [cfg.test_fraction, cfg.split_seed] if where.part != "all" else None,
+        "files": _stat_digest(files),
+        "class_names": class_names,
+        "decode": [cfg.image_size, cfg.channels or 3, cfg.skip_bad_images, cfg.max_image_pixels],
+    }
+    plan = DecodePlan(
         name=f"folder:{where.root.name}/{split}",
-        images=pixels,
-        labels=None if labels is None else labels[read],
+        key=key,
+        items=files,
+        decode=FileDecoder(cfg.image_size, cfg.skip_bad_images, where.option, cfg.channels or 3, cfg.max_image_pixels),
+        labels=labels,
         class_names=class_names or (),
-        files=tuple(str(files[i].relative_to(where.root)) for i in read),
+        files=tuple(str(f.relative_to(where.root)) for f in files),
     )
+    return decode_plan(plan, cfg.decode_workers, cfg.cache_dir)
+
+
+def _stat_digest(files: list[Path]) -> str:
+    """SHA-256 of every file's path, size and modification time (ns): a changed, added or removed file changes it."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -25,6 +25,8 @@ class ImageSet:
     class_names: tuple[str, ...] = field(default=())
     files: tuple[str, ...] = field(default=())
     """Image folders: the file each row was read from (relative to the folder); () for datasets."""
+    known_fingerprint: str = ""
+    """:attr:`fingerprint` when already known (the decoded-image cache stores it), so it is not hashed again."""
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] not in (1, 3):
@@ -64,12 +66,19 @@ class ImageSet:
     @cached_property
     def fingerprint(self) -> str:
         """A stable content hash (shape, pixels, labels): equal for equal data on any machine, whatever its name."""
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(repr(self.images.shape).encode())
-        digest.update(np.ascontiguousarray(self.images).data)
-        if self.labels is not None:
-            digest.update(np.ascontiguousarray(self.labels, dtype="<i8").data)
-        return digest.hexdigest()
+        return self.known_fingerprint or content_fingerprint(self.images, self.labels)
+
+
+def content_fingerprint(images: np.ndarray, labels: np.ndarray | None, chunk: int = 256) -> str:
+    """BLAKE2b-128 of ``images``' shape, its uint8 pixels (hashed ``chunk`` images at a time, so a memory-mapped
+    array is streamed, not copied) and int64 ``labels``."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(images.shape).encode())
+    for start in range(0, len(images), chunk):
+        digest.update(np.ascontiguousarray(images[start : start + chunk]).data)
+    if labels is not None:
+        digest.update(np.ascontiguousarray(labels, dtype="<i8").data)
+    return digest.hexdigest()
 
 
 LUMA_WEIGHTS = (299, 587, 114)

@@ -6,17 +6,20 @@ split is split class-stratified like a one-split folder. Images follow the folde
 unless ``data.download``.
 """
 
+import hashlib
 import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clsp.config import TORCHVISION_SPLITS, DataConfig
+from clsp.data.cache import DecodePlan, decode_plan
 from clsp.data.folder import fit_size, picture_to_array
 from clsp.data.imageset import ImageSet, stratified_split
 from clsp.errors import ClspError
-from clsp.progress import track
 
 
 def open_torchvision_dataset(name: str, root: Path, arguments: dict[str, Any], download: bool) -> Any:
@@ -48,28 +51,77 @@ def class_names_of(dataset: Any, labels: np.ndarray | None) -> tuple[str, ...]:
     return tuple(str(i) for i in range(0 if labels is None else int(labels.max()) + 1))
 
 
+_OPEN: dict[tuple, Any] = {}
+"""Datasets this process opened, by (name, root, arguments): a decode worker opens its dataset once."""
+
+
+@dataclass(frozen=True)
+class DatasetDecoder:
+    """Decodes a chunk of dataset indices (picklable: decode worker processes open the dataset themselves) as uint8
+    ``[n, S, S, channels]`` with their int64 labels."""
+
+    name: str
+    root: Path
+    arguments: tuple[tuple[str, Any], ...]
+    image_size: int | None
+    channels: int
+
+    def __call__(self, indices: Sequence[int]) -> tuple[np.ndarray, list[int], np.ndarray]:
+        key = (self.name, self.root, self.arguments)
+        if key not in _OPEN:
+            _OPEN[key] = open_torchvision_dataset(self.name, self.root, dict(self.arguments), False)
+        dataset, images, labels = _OPEN[key], [], []
+        for i in indices:
+            picture, label = dataset[i]
+            first = images[0] if images else None
+            images.append(
+                fit_size(picture_to_array(picture, self.channels), self.image_size, first, f"{self.name}[{i}]")
+            )
+            labels.append(int(label))
+        return np.stack(images), list(range(len(indices))), np.array(labels, dtype=np.int64)
+
+
+def dataset_labels(dataset: Any) -> np.ndarray | None:
+    """int64 labels of every item from the attribute torchvision keeps them in (``targets``, ``_labels``, ``labels``,
+    ``y``), without decoding an image; None when the class keeps them elsewhere."""
+    for attribute in ("targets", "_labels", "labels", "y"):
+        values = getattr(dataset, attribute, None)
+        if values is not None and len(values) == len(dataset):
+            return np.asarray(values, dtype=np.int64)
+    return None
+
+
 def load_torchvision_split(cfg: DataConfig, split: str) -> ImageSet:
     """``split`` of torchvision ``cfg.dataset`` under ``cfg.root`` as uint8 ``[N, S, S, C]`` (``S`` =
     ``cfg.image_size`` or the native size, ``C`` = ``cfg.channels`` or 3) with int64 labels (None when the split is
-    unlabelled, as STL-10's ``unlabeled``)."""
+    unlabelled, as STL-10's ``unlabeled``), decoded through the cache (``cfg.cache_dir``)."""
+    import torchvision
+
     name, mapping = str(cfg.dataset), TORCHVISION_SPLITS[str(cfg.dataset)]
+    root = Path(cfg.root).resolve()  # type: ignore[arg-type]
     arguments = {} if mapping is None else mapping[split]
-    dataset = open_torchvision_dataset(name, Path(cfg.root), arguments, cfg.download)  # type: ignore[arg-type]
-    images, labels, channels = [], [], cfg.channels or 3
-    for i in track(range(len(dataset)), f"reading {name} {split}"):
-        picture, label = dataset[i]
-        images.append(
-            fit_size(picture_to_array(picture, channels), cfg.image_size, images[0] if images else None, f"{name}[{i}]")
-        )
-        labels.append(int(label))
-    if not images:
+    dataset = open_torchvision_dataset(name, root, arguments, cfg.download)
+    if len(dataset) == 0:
         raise ClspError(f"data.root '{cfg.root}': torchvision's {name} {split} split holds no images")
-    pixels, targets = np.stack(images), np.array(labels, dtype=np.int64)
-    targets = None if (targets < 0).all() else targets  # STL-10's unlabeled split: every label -1
-    class_names = class_names_of(dataset, targets)
+    rows = np.arange(len(dataset))
+    class_names = class_names_of(dataset, dataset_labels(dataset))
     if mapping is None and split != "all":
+        labels = dataset_labels(dataset)
+        if labels is None:
+            raise ClspError(f"torchvision {name}: its labels cannot be read without decoding; use split all")
         where = f"torchvision {name} in '{cfg.root}'"
-        train_rows, test_rows = stratified_split(targets, cfg.test_fraction, cfg.split_seed, where, class_names)
+        train_rows, test_rows = stratified_split(labels, cfg.test_fraction, cfg.split_seed, where, class_names)
         rows = train_rows if split == "train" else test_rows
-        pixels, targets = pixels[rows], targets[rows]
-    return ImageSet(f"torchvision:{name}/{split}", pixels, targets, class_names)
+    channels = cfg.channels or 3
+    key = {
+        "source": "torchvision",
+        "dataset": name,
+        "root": str(root),
+        "arguments": arguments,
+        "rows": hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest(),
+        "torchvision": torchvision.__version__,
+        "decode": [cfg.image_size, channels],
+    }
+    decoder = DatasetDecoder(name, root, tuple(sorted(arguments.items())), cfg.image_size, channels)
+    plan = DecodePlan(f"torchvision:{name}/{split}", key, rows.tolist(), decoder, class_names=class_names)
+    return decode_plan(plan, cfg.decode_workers, cfg.cache_dir)

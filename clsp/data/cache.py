@@ -1,0 +1,217 @@
+"""The decoded-image cache: a split of an image folder or a torchvision dataset is decoded once, in parallel worker
+processes, into a uint8 ``[N, S, S, C]`` ``.npy`` under ``data.cache_dir``; later opens map it (never writing it).
+
+An entry is a folder named by the SHA-256 of what decides its pixels (:func:`entry_name`): ``images.npy``,
+``labels.npy`` (labelled splits), ``files.txt`` (image folders: the file of each row) and ``meta.json`` (name, class
+names, the content fingerprint, the key). It is built in a temporary folder and renamed into place when complete,
+under a file lock: of several processes (ranks of one node) one builds, the others wait and then map it. An entry
+whose files do not match its ``meta.json`` (a truncated ``images.npy``) is rebuilt.
+"""
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clsp.data.imageset import ImageSet, content_fingerprint
+from clsp.errors import ClspError
+from clsp.json_files import read_json_object
+from clsp.progress import note, progress_bar, warn
+
+CACHE_VERSION = 1
+"""Bumped when the decode rule changes, so entries of an older rule are not reused."""
+CHUNK_IMAGES = 256
+"""Images one worker decodes per task."""
+
+Decoded = tuple[np.ndarray, list[int], np.ndarray | None]
+"""What a decoder returns for a chunk of items: uint8 ``[n, S, S, C]``, the indices (into the chunk) of the n items it
+read (an unreadable file skipped with ``data.skip_bad_images`` is missing), their int64 labels or None."""
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How to decode one split: ``items`` (file paths, dataset indices), split in chunks for ``decode`` (a picklable
+    callable run in worker processes), and what is known without decoding."""
+
+    name: str
+    key: dict[str, Any]
+    """Everything that decides the pixels and labels (JSON-serialisable); the entry's name is its hash."""
+    items: Sequence[Any]
+    decode: Callable[[Sequence[Any]], Decoded]
+    labels: np.ndarray | None = None
+    """int64 ``[len(items)]`` when known from the listing (folders); None: the decoder gives them (or none)."""
+    class_names: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    """The row names (folders' relative paths), one per item; () for datasets."""
+
+
+def entry_name(key: dict[str, Any]) -> str:
+    """The cache entry's folder name: the SHA-256 (24 hex digits) of the canonical JSON of ``key``."""
+    text = json.dumps({"version": CACHE_VERSION, **key}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def decode_plan(plan: DecodePlan, workers: int, cache_dir: Path | None) -> ImageSet:
+    """The split ``plan`` describes: mapped read-only from ``cache_dir`` (built there first when missing or broken),
+    or decoded into memory when ``cache_dir`` is None. ``workers`` processes decode (1: in this process; 0: one per
+    core)."""
+    workers = workers or os.cpu_count() or 1
+    if cache_dir is None:
+        return _decode_all(plan, workers, None)
+    entry = Path(cache_dir) / entry_name(plan.key)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(entry):
+        images = _open_entry(entry)
+        if images is None:
+            building = entry.with_name(f".{entry.name}.building")
+            shutil.rmtree(building, ignore_errors=True)
+            shutil.rmtree(entry, ignore_errors=True)
+            building.mkdir()
+            try:
+                _decode_all(plan, workers, building)
+                os.replace(building, entry)
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
+            images = _open_entry(entry)
+            if images is None:
+                raise ClspError(f"{entry}: the cache entry just built does not open; remove {cache_dir} and retry")
+    return replace(images, name=plan.name)
+
+
+@contextmanager
+def _build_lock(entry: Path) -> Iterator[None]:
+    with open(entry.with_name(f".{entry.name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note(f"waiting for another process to finish decoding into {entry}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _open_entry(entry: Path) -> ImageSet | None:
+    """The entry mapped (copy-on-write: no write reaches the file), or None when it is missing or does not match its
+    meta.json (then rebuilt)."""
+    if not (entry / "meta.json").is_file():
+        return None
+    try:
+        meta = read_json_object(entry / "meta.json", "it is rebuilt")
+        # copy-on-write: the file is never written, and torch.from_numpy takes the array without a read-only warning
+        images = np.load(entry / "images.npy", mmap_mode="c")
+        labels = np.load(entry / "labels.npy") if meta["labelled"] else None
+        files = tuple((entry / "files.txt").read_text(encoding="utf-8").splitlines()) if meta["named"] else ()
+        if list(images.shape) != meta["shape"] or (labels is not None and labels.shape != images.shape[:1]):
+            raise ValueError(f"shape {images.shape} against meta.json's {meta['shape']}")
+        return ImageSet(meta["name"], images, labels, tuple(meta["class_names"]), files, meta["fingerprint"])
+    except (ClspError, OSError, ValueError, KeyError, TypeError) as e:
+        warn(f"{entry}: broken cache entry ({str(e).splitlines()[0] if str(e) else type(e).__name__}); decoding again")
+        return None
+
+
+def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
+    """Decode every chunk of ``plan`` in order into one array: ``entry/images.npy`` (memory-mapped while written, so
+    memory holds a few chunks) or memory; returns the set with its fingerprint, streamed as the chunks arrive."""
+    chunks = [plan.items[i : i + CHUNK_IMAGES] for i in range(0, len(plan.items), CHUNK_IMAGES)]
+    pixels: np.ndarray | None = None
+    read_rows: list[int] = []
+    decoded_labels: list[np.ndarray] = []
+    with _chunk_results(plan.decode, chunks, workers) as results, progress_bar() as bar:
+        task = bar.add_task(f"decoding {plan.name}", total=len(plan.items))
+        cursor = 0
+        for start, (array, read, labels) in zip(range(0, len(plan.items), CHUNK_IMAGES), results, strict=True):
+            bar.advance(task, len(chunks[start // CHUNK_IMAGES]))
+            if len(array) == 0:
+                continue
+            if pixels is None:
+                shape = (len(plan.items), *array.shape[1:])
+                pixels = np.empty(shape, np.uint8) if entry is None else _new_npy(entry / "images.npy", shape)
+            elif array.shape[1:] != pixels.shape[1:]:
+                raise ClspError(
+                    f"{plan.name}: item {start + read[0]} decodes to {array.shape[1:]}, the first to "
+                    f"{pixels.shape[1:]}; set data.image_size to resize all images"
+                )
+            pixels[cursor : cursor + len(array)] = array
+            cursor += len(array)
+            read_rows += [start + i for i in read]
+            if labels is not None:
+                decoded_labels.append(labels)
+    if pixels is None:
+        raise ClspError(f"{plan.name}: none of its {len(plan.items)} files is a readable image")
+    if cursor < len(plan.items):
+        kept = set(read_rows)
+        first = next(i for i in range(len(plan.items)) if i not in kept)
+        warn(f"skipped {len(plan.items) - cursor} unreadable file(s) of {plan.name}, e.g. {plan.items[first]}")
+    if cursor < len(pixels):
+        pixels = _shrunk(pixels, cursor, entry)
+    labels = plan.labels[read_rows] if plan.labels is not None else None
+    if decoded_labels:
+        labels = np.concatenate(decoded_labels).astype(np.int64)
+        labels = None if (labels < 0).all() else labels  # STL-10's unlabeled split: every label -1
+    files = tuple(plan.files[i] for i in read_rows) if plan.files else ()
+    fingerprint = content_fingerprint(pixels, labels, CHUNK_IMAGES)
+    if entry is not None:
+        pixels.flush()  # type: ignore[union-attr]
+        if labels is not None:
+            np.save(entry / "labels.npy", labels)
+        if files:
+            (entry / "files.txt").write_text("".join(f + "\n" for f in files), encoding="utf-8")
+        meta = {
+            "name": plan.name,
+            "shape": list(pixels.shape),
+            "labelled": labels is not None,
+            "named": bool(files),
+            "class_names": list(plan.class_names),
+            "fingerprint": fingerprint,
+            "key": plan.key,
+        }
+        (entry / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    return ImageSet(plan.name, pixels, labels, plan.class_names, files, fingerprint)
+
+
+@contextmanager
+def _chunk_results(decode: Callable, chunks: list, workers: int) -> Iterator[Iterator[Decoded]]:
+    """The decoded chunks in order: from a pool of ``workers`` spawned processes, or in this process for one worker
+    or a single chunk (spawning costs more than it saves)."""
+    if workers <= 1 or len(chunks) <= 1:
+        yield map(decode, chunks)
+        return
+    # spawn, not fork: a forked child of a process that ran torch's OpenMP threads can hang in its first parallel op.
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)), initializer=_worker_start) as pool:
+        yield pool.imap(decode, chunks)
+
+
+def _worker_start() -> None:
+    import torch
+
+    from clsp.interrupt import ignore_stop_signals
+
+    torch.set_num_threads(1)  # one process per core
+    ignore_stop_signals()  # the parent handles Ctrl-C / SIGTERM and stops the pool
+
+
+def _new_npy(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+
+
+def _shrunk(pixels: np.ndarray, rows: int, entry: Path | None) -> np.ndarray:
+    """The first ``rows`` rows of ``pixels`` (some items were unreadable), rewritten at their size in ``entry``."""
+    if entry is None:
+        return pixels[:rows].copy()
+    final = _new_npy(entry / "images.kept.npy", (rows, *pixels.shape[1:]))
+    for start in range(0, rows, CHUNK_IMAGES):
+        final[start : start + CHUNK_IMAGES] = pixels[start : min(rows, start + CHUNK_IMAGES)]
+    del pixels
+    os.replace(entry / "images.kept.npy", entry / "images.npy")
+    return final

@@ -1,0 +1,118 @@
+"""The decoded-image cache on real PNG folders: reuse, invalidation, a broken entry rebuilt, parallel decoding and
+two processes asking for one entry at once."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clsp.config import DataConfig, config_from_dict
+from clsp.data import load_images
+from clsp.data.imageset import content_fingerprint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_folder(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` random 10x8 RGB PNGs in two class sub-folders."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        path = root / ("a", "b")[i % 2] / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).save(path)
+
+
+def entries(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_a_split_is_decoded_once_then_mapped_and_a_changed_file_rebuilds_it(tmp_path: Path) -> None:
+    write_folder(tmp_path / "images", 12)
+    cfg = DataConfig(source="folder", root=tmp_path / "images", cache_dir=tmp_path / "cache", image_size=8)
+    fresh = load_images(cfg.model_copy(update={"cache_dir": None}), "train")
+    first = load_images(cfg, "train")
+    assert isinstance(first.images, np.memmap) and not isinstance(fresh.images, np.memmap)
+    np.testing.assert_array_equal(first.images, fresh.images)
+    assert (first.labels.tolist(), first.files, first.class_names) == (fresh.labels.tolist(), fresh.files, ("a", "b"))
+    assert first.fingerprint == fresh.fingerprint == content_fingerprint(np.array(fresh.images), fresh.labels)
+    (entry,) = entries(tmp_path / "cache")
+    built = (entry / "images.npy").stat()
+    again = load_images(cfg, "train")
+    assert isinstance(again.images, np.memmap) and again.fingerprint == first.fingerprint
+    assert (entry / "images.npy").stat().st_mtime_ns == built.st_mtime_ns  # mapped, not written again
+    target = tmp_path / "images" / again.files[0]
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(target)
+    os.utime(target, ns=(built.st_mtime_ns + 10**9,) * 2)  # a changed file: its size or mtime differ
+    changed = load_images(cfg, "train")
+    assert len(entries(tmp_path / "cache")) == 2 and changed.fingerprint != fresh.fingerprint
+    assert (changed.images[0] == 0).all()
+
+
+def test_a_truncated_entry_is_rebuilt_with_a_warning(tmp_path: Path, capsys) -> None:
+    write_folder(tmp_path / "images", 6)
+    cfg = DataConfig(source="folder", root=tmp_path / "images", cache_dir=tmp_path / "cache")
+    expected = np.array(load_images(cfg, "all").images)  # a copy: the mapped file is cut below
+    (entry,) = entries(tmp_path / "cache")
+    data = (entry / "images.npy").read_bytes()
+    (entry / "images.npy").write_bytes(data[: len(data) // 2])
+    again = load_images(cfg, "all")
+    assert "broken cache entry" in capsys.readouterr().err
+    np.testing.assert_array_equal(again.images, expected)
+    assert (entry / "images.npy").stat().st_size == len(data)
+
+
+def test_two_workers_decode_what_one_does(tmp_path: Path) -> None:
+    write_folder(tmp_path / "images", 300)  # two chunks: the worker pool runs
+    cfg = DataConfig(source="folder", root=tmp_path / "images", cache_dir=tmp_path / "one", decode_workers=1)
+    one = load_images(cfg, "all")
+    two = load_images(cfg.model_copy(update={"cache_dir": tmp_path / "two", "decode_workers": 2}), "all")
+    np.testing.assert_array_equal(one.images, two.images)
+    assert one.fingerprint == two.fingerprint and one.files == two.files
+
+
+SLOW_BUILDER = """
+import sys, time
+from clsp.config import DataConfig
+from clsp.data import load_images
+from clsp.data.folder import FileDecoder
+decode = FileDecoder.__call__
+def slow(self, files):
+    time.sleep(2.5)
+    return decode(self, files)
+def refuse(self, files):
+    raise SystemExit("decoded although another process built the entry")
+FileDecoder.__call__ = slow if sys.argv[1] == "build" else refuse
+cfg = DataConfig(source="folder", root=sys.argv[2], cache_dir=sys.argv[3], decode_workers=1)
+print(load_images(cfg, "all").fingerprint)
+"""
+
+
+def test_of_two_processes_one_builds_and_the_other_waits_then_maps(tmp_path: Path) -> None:
+    write_folder(tmp_path / "images", 300)  # 2 chunks at 2.5 s each: the waiter starts (imports torch) meanwhile
+    cache = tmp_path / "cache"
+    args = [str(tmp_path / "images"), str(cache)]
+    run = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": REPO}
+    builder = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, "build", *args], **run)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".building") for p in cache.glob(".*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waiter = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, "wait", *args], **run)
+    built, waited = builder.communicate(timeout=120), waiter.communicate(timeout=120)
+    assert builder.returncode == 0 and waiter.returncode == 0, (built[1], waited[1])
+    assert "waiting for another process to finish decoding" in waited[1]
+    assert built[0].split() == waited[0].split() and len(entries(cache)) == 1
+
+
+def test_a_loaded_config_caches_beside_the_runs_and_the_setting_is_not_a_stage_setting(tmp_path: Path) -> None:
+    from clsp.demo import stage_settings
+
+    cfg = config_from_dict(
+        {"run": {"output_dir": str(tmp_path / "runs" / "x")}, "data": {"source": "folder", "root": "f"}}
+    )
+    assert cfg.data.cache_dir == tmp_path / "runs" / "data-cache"
+    assert config_from_dict({}).data.cache_dir is None  # digits: nothing to decode
+    assert "cache_dir" not in stage_settings(cfg, ["data"], tmp_path)["data"]
