@@ -9,6 +9,7 @@ import torch
 from torchvision.transforms import v2
 
 from clsp.config import AugmentConfig
+from clsp.data.imageset import pixel_statistics
 
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -20,11 +21,12 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 def normalisation(source: str, images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel ``(mean, std)`` in [0, 1] units: the reference's values for CIFAR/STL-10, otherwise measured
-    on ``images`` (uint8 ``[N, H, W, C]``, e.g. digits or an image folder)."""
+    on ``images`` (uint8 ``[N, H, W, C]``, e.g. digits or an image folder) by :func:`pixel_statistics`, the std
+    floored at 1e-3."""
     if source in DATASET_STATS:
         return DATASET_STATS[source]
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255
-    return tuple(pixels.mean(0).tolist()), tuple(np.maximum(pixels.std(0), 1e-3).tolist())
+    mean, std = pixel_statistics(images)
+    return tuple(mean.tolist()), tuple(np.maximum(std, 1e-3).tolist())
 
 
 def build_augmentation(

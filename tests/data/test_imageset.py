@@ -37,3 +37,16 @@ def test_resize_matches_pil_and_centre_crops() -> None:
     square = resize_images(wide, 10)
     assert square[:, :, 1:-1].min() == 255 and square.min() > 128  # only the antialiasing filter sees the black
     assert resize_images(smooth, 48) is smooth
+
+
+def test_pixel_statistics_in_chunks_match_numpy_in_float64(monkeypatch) -> None:
+    from clsp.data import imageset
+
+    images = np.random.default_rng(7).integers(0, 256, (37, 5, 6, 3), dtype=np.uint8)
+    flat = images.reshape(-1, 3).astype(np.float64) / 255
+    mean, std = imageset.pixel_statistics(images)  # one chunk: numpy's own reductions, bit for bit
+    assert mean.tolist() == flat.mean(0).tolist() and std.tolist() == flat.std(0).tolist()
+    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 64)  # 2 images per chunk
+    mean, std = imageset.pixel_statistics(images)
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-13)
