@@ -1,6 +1,6 @@
 # The README's two commands: `make demo` (run the pipeline on the embedded digits) and `make test`.
 # `make demo DEMO_ARGS=--quick` runs the one-minute smoke budget. `make benchmark` runs the Fashion-MNIST benchmark
-# (needs Debian's dataset-fashion-mnist; BENCHMARK_ARGS="--methods simclr,clsp-simclr,moco,clsp-moco" adds rows).
+# (needs Debian's dataset-fashion-mnist; BENCHMARK_ARGS="--methods simclr,clsp-simclr,simclr-real3,nnclr,moco,clsp-moco,moco-real3" adds the MoCo rows).
 # Both create or reuse the virtual environment in .venv and install this package into it with pip.
 VENV ?= .venv
 PYTHON ?= python3

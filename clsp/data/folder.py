@@ -1,5 +1,6 @@
 """Any folder of images, searched recursively; class labels from first-level sub-folder names when present."""
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ MAX_IMAGE_PIXELS = 89_478_485
 
 
 def _visible_files(root: Path) -> list[Path]:
-    """Files under ``root``, sorted, skipping hidden files and folders (names starting with a dot)."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Files under ``root``, sorted, skipping hidden files and folders (names starting with a dot); symlinked
+    folders are followed. One ``scandir`` per folder: a million files list in seconds."""
+    files = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        files += [Path(folder, name) for name in names if not name.startswith(".")]
+    return sorted(p for p in files if p.is_file())
 
 
 class ImageTooLarge(ValueError):
@@ -147,12 +149,13 @@ def load_image_folder(
     root = Path(root)
     files, folders = list_image_folder(root, option)
     class_names = tuple(sorted(set(folders))) if folders is not None else ()
+    index = {name: i for i, name in enumerate(class_names)}
     plan = DecodePlan(
         name=f"folder:{root.name}",
         key={},
         items=files,
         decode=FileDecoder(image_size, skip_bad_images, option, channels, max_pixels),
-        labels=None if folders is None else np.array([class_names.index(f) for f in folders], dtype=np.int64),
+        labels=None if folders is None else np.array([index[f] for f in folders], dtype=np.int64),
         class_names=class_names,
         files=tuple(str(p.relative_to(root)) for p in files),
     )

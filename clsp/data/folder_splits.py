@@ -127,7 +127,8 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
     where, listings = splits[split], {}
     class_names = _class_names({s: w for s, w in splits.items() if w.part == "all"}, listings)
     files, folders = listings[where.root]
-    labels = None if folders is None else np.array([class_names.index(f) for f in folders], dtype=np.int64)
+    index = {name: i for i, name in enumerate(class_names or ())}
+    labels = None if folders is None else np.array([index[f] for f in folders], dtype=np.int64)
     if where.part != "all":  # an unlabelled folder is one class: a seeded random split
         strata = np.zeros(len(files), np.int64) if labels is None else labels
         described = f"{where.option} '{where.root}'"

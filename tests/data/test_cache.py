@@ -116,3 +116,21 @@ def test_a_loaded_config_caches_beside_the_runs_and_the_setting_is_not_a_stage_s
     assert cfg.data.cache_dir == tmp_path / "runs" / "data-cache"
     assert config_from_dict({}).data.cache_dir is None  # digits: nothing to decode
     assert "cache_dir" not in stage_settings(cfg, ["data"], tmp_path)["data"]
+
+
+def test_summarising_a_mapped_split_holds_a_few_chunks_not_the_array(tmp_path: Path, monkeypatch) -> None:
+    import tracemalloc
+
+    from clsp.data import imageset
+
+    write_folder(tmp_path / "images", 400)
+    cfg = DataConfig(source="folder", root=tmp_path / "images", cache_dir=tmp_path / "cache", image_size=32)
+    load_images(cfg, "all")  # build the entry
+    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 32 * 32 * 2)  # 200 chunks (float64: 3 chunks ~ 12 %)
+    tracemalloc.start()
+    images = load_images(cfg, "all")
+    rows = images.summary()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert images.images.nbytes == 400 * 32 * 32 * 3 and peak < images.images.nbytes / 4, peak
+    assert rows["fingerprint"] == content_fingerprint(np.array(images.images), images.labels)

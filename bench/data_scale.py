@@ -1,0 +1,171 @@
+"""Data at scale: decode throughput of the decoded-image cache, its reopen time, and the peak memory of stages that
+read it, on a generated folder of noise JPEGs (issue 21).
+
+    python bench/data_scale.py make   --root /tmp/scale --images 150000 --size 96
+    python bench/data_scale.py decode --root /tmp/scale --size 96 --workers 1 2
+    python bench/data_scale.py memory --root /tmp/scale --size 96 -- clsp data show {config}
+
+``make`` writes ``--images`` random RGB JPEGs (quality 90) in 10 class folders, seeded, skipping files that exist.
+``decode`` builds a fresh cache entry with each worker count (images/s of the first decode), then opens it again in a
+new process (seconds of ``load_images``, the interpreter and imports excluded). ``memory`` runs a command (``{config}``
+is a config for the folder, cache under ``<root>/cache``) and samples every 0.05 s the resident memory of its
+process tree from /proc: peak total RSS, and peak anonymous RSS (private memory; the rest is file pages of the mapped
+cache, which the kernel reclaims under pressure) beside the decoded array's size.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = 10
+
+
+def _write_images(job: tuple[Path, int, int, int]) -> None:
+    from PIL import Image
+
+    root, start, stop, size = job
+    for i in range(start, stop):
+        path = root / "images" / f"class{i % CLASSES}" / f"{i:07d}.jpg"
+        if not path.exists():
+            pixels = np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+
+
+def make(root: Path, images: int, size: int) -> None:
+    for c in range(CLASSES):
+        (root / "images" / f"class{c}").mkdir(parents=True, exist_ok=True)
+    step = 2000
+    with Pool(os.cpu_count()) as pool:
+        pool.map(_write_images, [(root, s, min(images, s + step), size) for s in range(0, images, step)])
+    print(f"{images} JPEGs in {root / 'images'}")
+
+
+def config_text(root: Path, size: int) -> str:
+    return (
+        f"run: {{output_dir: {root / 'runs' / 'scale'}}}\n"
+        f"data: {{source: folder, root: {root / 'images'}, image_size: {size}, cache_dir: {root / 'cache'}}}\n"
+    )
+
+
+def decode(root: Path, size: int, workers: list[int]) -> None:
+    from clsp.config import DataConfig
+    from clsp.data import load_images
+
+    rows = []
+    for count in workers:
+        cache = root / f"cache-{count}"
+        shutil.rmtree(cache, ignore_errors=True)
+        cfg = DataConfig(source="folder", root=root / "images", image_size=size, cache_dir=cache, decode_workers=count)
+        started = time.perf_counter()
+        images = load_images(cfg, "all")
+        seconds = time.perf_counter() - started
+        reopen = subprocess.run(
+            [sys.executable, "-c", REOPEN, str(root / "images"), str(size), str(cache)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(
+            {
+                "workers": count,
+                "images": len(images),
+                "decoded_gb": images.images.nbytes / 1e9,
+                "first_decode_s": seconds,
+                "images_per_s": len(images) / seconds,
+                "reopen_s": float(reopen.stdout.split()[-1]),
+            }
+        )
+        print(json.dumps(rows[-1]))
+    shutil.rmtree(root / f"cache-{workers[0]}", ignore_errors=True)
+
+
+REOPEN = """
+import sys, time
+from pathlib import Path
+from clsp.config import DataConfig
+from clsp.data import load_images
+cfg = DataConfig(source="folder", root=Path(sys.argv[1]), image_size=int(sys.argv[2]), cache_dir=Path(sys.argv[3]))
+started = time.perf_counter()
+load_images(cfg, "all")
+print(time.perf_counter() - started)
+"""
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, anonymous RSS) in bytes of ``pid`` and its descendants."""
+    total = anon = 0
+    children = {pid}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) in children or int(entry.name) == pid:
+                    children.add(int(entry.name))
+            except OSError:
+                continue
+    for child in children:
+        try:
+            status = dict(
+                line.split(":", 1) for line in Path(f"/proc/{child}/status").read_text().splitlines() if ":" in line
+            )
+        except OSError:
+            continue
+        total += int(status.get("VmRSS", "0 kB").split()[0]) * 1024
+        anon += int(status.get("RssAnon", "0 kB").split()[0]) * 1024
+    return total, anon
+
+
+def memory(root: Path, size: int, command: list[str]) -> None:
+    config = root / "scale.yaml"
+    config.write_text(config_text(root, size))
+    command = [part.replace("{config}", str(config)) for part in command]
+    started = time.perf_counter()
+    process = subprocess.Popen(command)
+    peak = peak_anon = 0
+    while process.poll() is None:
+        total, anon = _tree_memory(process.pid)
+        peak, peak_anon = max(peak, total), max(peak_anon, anon)
+        time.sleep(0.05)
+    entry = next((root / "cache").glob("*/images.npy"), None)
+    decoded = entry.stat().st_size if entry else 0
+    print(
+        json.dumps(
+            {
+                "command": " ".join(command),
+                "returncode": process.returncode,
+                "seconds": time.perf_counter() - started,
+                "peak_rss_gb": peak / 1e9,
+                "peak_anon_rss_gb": peak_anon / 1e9,
+                "decoded_gb": decoded / 1e9,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("make", "decode", "memory"))
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--images", type=int, default=150_000)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("command", nargs="*", help="memory: the command to measure ({config} is replaced)")
+    args = parser.parse_args()
+    if args.action == "make":
+        make(args.root, args.images, args.size)
+    elif args.action == "decode":
+        decode(args.root, args.size, args.workers)
+    else:
+        memory(args.root, args.size, args.command)
+
+
+if __name__ == "__main__":
+    main()
