@@ -1,16 +1,16 @@
 """Data at scale: decode throughput of the decoded-image cache, its reopen time, and the peak memory of stages that
 read it, on a generated folder of noise JPEGs (issue 21).
 
-    python bench/data_scale.py make   --root /tmp/scale --images 150000 --size 96
-    python bench/data_scale.py decode --root /tmp/scale --size 96 --workers 1 2
-    python bench/data_scale.py memory --root /tmp/scale --size 96 -- clsp data show {config}
+    python bench/data_scale.py --root /tmp/scale --images 150000 --size 96 make
+    python bench/data_scale.py --root /tmp/scale --size 96 --workers 1 2 decode
+    python bench/data_scale.py --root /tmp/scale --size 96 memory -- clsp data show {config}
 
 ``make`` writes ``--images`` random RGB JPEGs (quality 90) in 10 class folders, seeded, skipping files that exist.
 ``decode`` builds a fresh cache entry with each worker count (images/s of the first decode), then opens it again in a
 new process (seconds of ``load_images``, the interpreter and imports excluded). ``memory`` runs a command (``{config}``
-is a config for the folder, cache under ``<root>/cache``) and samples every 0.05 s the resident memory of its
-process tree from /proc: peak total RSS, and peak anonymous RSS (private memory; the rest is file pages of the mapped
-cache, which the kernel reclaims under pressure) beside the decoded array's size.
+is a config for the folder, cache under ``<root>/cache``) and samples every 0.05 s the proportional set size of its
+process tree from /proc: peak total PSS, and peak anonymous PSS (private memory; the rest is file pages, mostly of the
+mapped cache, which the kernel reclaims under pressure) beside the decoded array's size.
 """
 
 import argparse
@@ -100,26 +100,32 @@ print(time.perf_counter() - started)
 
 
 def _tree_memory(pid: int) -> tuple[int, int]:
-    """(RSS, anonymous RSS) in bytes of ``pid`` and its descendants."""
-    total = anon = 0
-    children = {pid}
+    """(PSS, anonymous PSS) in bytes of ``pid`` and its descendants, from /proc/*/smaps_rollup. Proportional set
+    size shares a page among the processes that map it, so forked DataLoader workers and the mapped cache are
+    counted once, not once per process as RSS would."""
+    tree, parents = {pid}, {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) in children or int(entry.name) == pid:
-                    children.add(int(entry.name))
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-    for child in children:
+    grown = True
+    while grown:
+        grown = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grown = True
+    total = anon = 0
+    for member in tree:
         try:
-            status = dict(
-                line.split(":", 1) for line in Path(f"/proc/{child}/status").read_text().splitlines() if ":" in line
-            )
+            rows = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
         except OSError:
             continue
-        total += int(status.get("VmRSS", "0 kB").split()[0]) * 1024
-        anon += int(status.get("RssAnon", "0 kB").split()[0]) * 1024
+        fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in rows[1:] if line.endswith("kB")}
+        total += fields.get("Pss", 0)
+        anon += fields.get("Pss_Anon", 0)
     return total, anon
 
 
@@ -134,16 +140,20 @@ def memory(root: Path, size: int, command: list[str]) -> None:
         total, anon = _tree_memory(process.pid)
         peak, peak_anon = max(peak, total), max(peak_anon, anon)
         time.sleep(0.05)
-    entry = next((root / "cache").glob("*/images.npy"), None)
-    decoded = entry.stat().st_size if entry else 0
+    split = command[command.index("--split") + 1] if "--split" in command else "train"
+    decoded = sum(  # the size of the entry the command read: its split's
+        (meta.parent / "images.npy").stat().st_size
+        for meta in (root / "cache").glob("*/meta.json")
+        if json.loads(meta.read_text())["name"].endswith(f"/{split}")
+    )
     print(
         json.dumps(
             {
                 "command": " ".join(command),
                 "returncode": process.returncode,
                 "seconds": time.perf_counter() - started,
-                "peak_rss_gb": peak / 1e9,
-                "peak_anon_rss_gb": peak_anon / 1e9,
+                "peak_pss_gb": peak / 1e9,
+                "peak_anon_pss_gb": peak_anon / 1e9,
                 "decoded_gb": decoded / 1e9,
             }
         )
@@ -157,8 +167,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=150_000)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("command", nargs="*", help="memory: the command to measure ({config} is replaced)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="memory: -- then the command ({config} is replaced)")
     args = parser.parse_args()
+    args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.action == "make":
         make(args.root, args.images, args.size)
     elif args.action == "decode":

@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -182,14 +184,22 @@ def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
 
 @contextmanager
 def _chunk_results(decode: Callable, chunks: list, workers: int) -> Iterator[Iterator[Decoded]]:
-    """The decoded chunks in order: from a pool of ``workers`` spawned processes, or in this process for one worker
-    or a single chunk (spawning costs more than it saves)."""
+    """The decoded chunks in order: from ``workers`` spawned processes, or in this process for one worker or a
+    single chunk (spawning costs more than it saves)."""
     if workers <= 1 or len(chunks) <= 1:
         yield map(decode, chunks)
         return
     # spawn, not fork: a forked child of a process that ran torch's OpenMP threads can hang in its first parallel op.
-    with multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)), initializer=_worker_start) as pool:
-        yield pool.imap(decode, chunks)
+    # An executor, not a Pool: a worker that cannot start or dies breaks it with an error instead of a hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_worker_start) as pool:
+        try:
+            yield pool.map(decode, chunks)
+        except BrokenProcessPool as e:
+            raise ClspError(
+                f"the image decode workers stopped ({e}); rerun with --set data.decode_workers=1 to decode in this "
+                "process (spawned workers need a main module they can import: not `python -` or `python -c`)"
+            ) from None
 
 
 def _worker_start() -> None:

@@ -16,14 +16,23 @@ MAX_IMAGE_PIXELS = 89_478_485
 """Default of ``data.max_image_pixels``: Pillow's own decompression-bomb threshold (1024 x 1024 x 1024 // 4 // 3)."""
 
 
-def _visible_files(root: Path) -> list[Path]:
-    """Files under ``root``, sorted, skipping hidden files and folders (names starting with a dot); symlinked
-    folders are followed. One ``scandir`` per folder: a million files list in seconds."""
-    files = []
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        files += [Path(folder, name) for name in names if not name.startswith(".")]
-    return sorted(p for p in files if p.is_file())
+def _visible_files(root: Path) -> list[str]:
+    """Paths of the files under ``root``, relative to it with ``/`` between parts, sorted part by part; hidden
+    files and folders (names starting with a dot) skipped, symlinked folders followed. Strings, not ``Path``
+    objects, and one ``scandir`` per folder: 150,000 files list in well under a second."""
+    files, folders = [], [""]
+    while folders:
+        prefix = folders.pop()
+        with os.scandir(os.path.join(root, prefix)) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    folders.append(prefix + entry.name + "/")
+                elif entry.is_file():  # regular files and links to them (d_type: no stat for plain files)
+                    files.append(prefix + entry.name)
+    files.sort(key=lambda name: name.replace("/", "\0"))  # part by part: "\0" sorts before any other character
+    return files
 
 
 class ImageTooLarge(ValueError):
@@ -77,42 +86,44 @@ def fit_size(array: np.ndarray, image_size: int | None, first: np.ndarray | None
     return array
 
 
-def list_image_folder(root: Path, option: str = "data.root") -> tuple[list[Path], list[str] | None]:
-    """The visible files under ``root`` (sorted) and, when every one sits in a first-level sub-folder, that
-    sub-folder's name for each (its class); None when every file sits directly in ``root`` (unlabelled).
-    Errors name ``root`` as the ``option`` that gave it. Nothing is decoded."""
+def list_image_folder(root: Path, option: str = "data.root") -> tuple[list[str], list[str] | None]:
+    """The visible files under ``root`` (relative paths, sorted; :func:`_visible_files`) and, when every one sits
+    in a first-level sub-folder, that sub-folder's name for each (its class); None when every file sits directly in
+    ``root`` (unlabelled). Errors name ``root`` as the ``option`` that gave it. Nothing is decoded."""
     root = Path(root)
     if not root.is_dir():
         raise ClspError(f"{option} '{root}' is not a folder; point {option} at a folder of images")
     files = _visible_files(root)
     if not files:
         raise ClspError(f"{option} '{root}' holds no files; put images (PNG, JPEG, ...) in it")
-    in_subfolder = [len(p.relative_to(root).parts) > 1 for p in files]
+    in_subfolder = ["/" in name for name in files]
     if any(in_subfolder) and not all(in_subfolder):
-        top = files[in_subfolder.index(False)]
-        nested = files[in_subfolder.index(True)]
+        top, nested = files[in_subfolder.index(False)], files[in_subfolder.index(True)]
         raise ClspError(
-            f"{root}: images both at the top level ({top.name}) and in sub-folders ({nested.relative_to(root)}); "
+            f"{root}: images both at the top level ({top}) and in sub-folders ({nested}); "
             "put every image in a class sub-folder, or none"
         )
-    return files, ([p.relative_to(root).parts[0] for p in files] if in_subfolder[0] else None)
+    return files, ([name.split("/", 1)[0] for name in files] if in_subfolder[0] else None)
 
 
 @dataclass(frozen=True)
 class FileDecoder:
-    """Decodes a chunk of image files (picklable: decode worker processes run it) as uint8 ``[n, S, S, channels]``
+    """Decodes a chunk of image files (paths relative to ``root``; picklable: decode worker processes run it) as
+    uint8 ``[n, S, S, channels]``
     (:func:`read_image`, then :func:`fit_size` to ``image_size``), with the indices of the files it read (an
     unreadable one is skipped with ``skip_bad_images``, else a one-line error naming it and the ``option`` fix)."""
 
+    root: Path
     image_size: int | None
     skip_bad_images: bool = False
     option: str = "data.root"
     channels: int = 3
     max_pixels: int = MAX_IMAGE_PIXELS
 
-    def __call__(self, files: Sequence[Path]) -> tuple[np.ndarray, list[int], None]:
+    def __call__(self, files: Sequence[str]) -> tuple[np.ndarray, list[int], None]:
         images, read = [], []
-        for i, path in enumerate(files):
+        for i, name in enumerate(files):
+            path = self.root / name
             try:
                 array = read_image(path, self.channels, self.max_pixels)
             except ImageTooLarge as e:
@@ -154,9 +165,9 @@ def load_image_folder(
         name=f"folder:{root.name}",
         key={},
         items=files,
-        decode=FileDecoder(image_size, skip_bad_images, option, channels, max_pixels),
+        decode=FileDecoder(root, image_size, skip_bad_images, option, channels, max_pixels),
         labels=None if folders is None else np.array([index[f] for f in folders], dtype=np.int64),
         class_names=class_names,
-        files=tuple(str(p.relative_to(root)) for p in files),
+        files=tuple(files),
     )
     return decode_plan(plan, workers, None)

@@ -12,6 +12,7 @@ Three layouts, tried in this order:
 """
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
         "root": str(where.root.resolve()),
         "part": where.part,
         "split": [cfg.test_fraction, cfg.split_seed] if where.part != "all" else None,
-        "files": _stat_digest(files),
+        "files": _stat_digest(where.root, files),
         "class_names": class_names,
         "decode": [cfg.image_size, cfg.channels or 3, cfg.skip_bad_images, cfg.max_image_pixels],
     }
@@ -150,18 +151,19 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
         name=f"folder:{where.root.name}/{split}",
         key=key,
         items=files,
-        decode=FileDecoder(cfg.image_size, cfg.skip_bad_images, where.option, cfg.channels or 3, cfg.max_image_pixels),
+        decode=FileDecoder(
+            where.root, cfg.image_size, cfg.skip_bad_images, where.option, cfg.channels or 3, cfg.max_image_pixels
+        ),
         labels=labels,
         class_names=class_names or (),
-        files=tuple(str(f.relative_to(where.root)) for f in files),
+        files=tuple(files),
     )
     return decode_plan(plan, cfg.decode_workers, cfg.cache_dir)
 
 
-def _stat_digest(files: list[Path]) -> str:
+def _stat_digest(root: Path, files: list[str]) -> str:
     """SHA-256 of every file's path, size and modification time (ns): a changed, added or removed file changes it."""
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    base = f"{root}/"
+    stats = (os.stat(base + name) for name in files)
+    text = "".join(f"{name}\0{s.st_size}\0{s.st_mtime_ns}\n" for name, s in zip(files, stats, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()

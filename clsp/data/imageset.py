@@ -97,11 +97,18 @@ def pixel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     def chunks() -> Iterator[np.ndarray]:
         for start in range(0, len(images), rows):
-            yield images[start : start + rows].reshape(-1, images.shape[-1]).astype(np.float64) / 255
+            chunk = images[start : start + rows].reshape(-1, images.shape[-1]).astype(np.float64)
+            chunk /= 255  # in place (as below): one float64 chunk in memory, the same values as out of place
+            yield chunk
+
+    def squared_deviations(chunk: np.ndarray) -> np.ndarray:
+        chunk -= mean
+        chunk *= chunk
+        return chunk
 
     count = len(images) * images.shape[1] * images.shape[2]
     mean = sum(chunk.sum(0) for chunk in chunks()) / count
-    variance = sum(((chunk - mean) ** 2).sum(0) for chunk in chunks()) / count
+    variance = sum(squared_deviations(chunk).sum(0) for chunk in chunks()) / count
     return mean, np.sqrt(variance)
 
 
