@@ -2,7 +2,7 @@
 read it, on a generated folder of noise JPEGs (issue 21).
 
     python bench/data_scale.py --root /tmp/scale --images 150000 --size 96 make
-    python bench/data_scale.py --root /tmp/scale --size 96 --workers 1 2 decode
+    python bench/data_scale.py --root /tmp/scale --size 96 --workers 1,2 decode
     python bench/data_scale.py --root /tmp/scale --size 96 memory -- clsp data show {config}
 
 ``make`` writes ``--images`` random RGB JPEGs (quality 90) in 10 class folders, seeded, skipping files that exist.
@@ -166,14 +166,14 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--images", type=int, default=150_000)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", default="1,2", help="decode: worker counts, comma-separated")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="memory: -- then the command ({config} is replaced)")
     args = parser.parse_args()
     args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.action == "make":
         make(args.root, args.images, args.size)
     elif args.action == "decode":
-        decode(args.root, args.size, args.workers)
+        decode(args.root, args.size, [int(w) for w in args.workers.split(",")])
     else:
         memory(args.root, args.size, args.command)
 
