@@ -134,3 +134,17 @@ def test_summarising_a_mapped_split_holds_a_few_chunks_not_the_array(tmp_path: P
     tracemalloc.stop()
     assert images.images.nbytes == 400 * 32 * 32 * 3 and peak < images.images.nbytes / 4, peak
     assert rows["fingerprint"] == content_fingerprint(np.array(images.images), images.labels)
+
+
+def test_decode_workers_that_cannot_start_are_one_line_not_a_hang(tmp_path: Path) -> None:
+    write_folder(tmp_path / "images", 300)
+    script = (  # from stdin: spawned workers cannot import a main module, so they die at start
+        "from pathlib import Path\nfrom clsp.config import DataConfig\nfrom clsp.data import load_images\n"
+        "from clsp.errors import ClspError\ntry:\n"
+        f"    load_images(DataConfig(source='folder', root=Path('{tmp_path / 'images'}'), "
+        f"cache_dir=Path('{tmp_path / 'cache'}'), decode_workers=2), 'all')\n"
+        "except ClspError as e:\n    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "the image decode workers stopped" in result.stdout and "data.decode_workers=1" in result.stdout
+    assert not entries(tmp_path / "cache")  # nothing half-built is left as an entry
