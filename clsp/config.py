@@ -62,12 +62,6 @@ one split, which clsp splits class-stratified into ``train`` and ``test`` (``dat
 torchvision's CIFAR reader unpickles its files."""
 
 
-def torchvision_splits(dataset: str) -> tuple[str, ...]:
-    """The clsp splits of torchvision ``dataset`` (one of :data:`TORCHVISION_SPLITS`)."""
-    own = TORCHVISION_SPLITS[dataset]
-    return ("train", "test", "all") if own is None else tuple(own)
-
-
 SSL_METHODS = ("simclr", "moco", "nnclr")
 DEMO_METHODS = tuple(f"{p}{m}{q}" for m in SSL_METHODS for p, q in (("", ""), ("clsp-", ""), ("", "-real3")))
 """The rows ``clsp demo`` can train: a method's baseline (λ = 0), its CLSP variant (``clsp-``: λ = ssl.clsp_weight on a
@@ -146,7 +140,8 @@ class DataConfig(Section):
     def splits(self) -> tuple[str, ...]:
         """The split names ``source`` (and ``dataset``) has."""
         if self.source == "torchvision" and self.dataset in TORCHVISION_SPLITS:
-            return torchvision_splits(self.dataset)
+            own = TORCHVISION_SPLITS[self.dataset]
+            return ("train", "test", "all") if own is None else tuple(own)
         return SPLITS[self.source]
 
     @model_validator(mode="before")
@@ -161,22 +156,20 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check_source(self) -> "DataConfig":
-        valid = SPLITS[self.source]
         if (self.source == "torchvision") != (self.dataset is not None):
             raise ValueError(
                 "dataset names the torchvision class for source torchvision"
                 if self.dataset is not None
                 else "source torchvision needs dataset: a torchvision.datasets class, e.g. dataset: DTD"
             )
-        if self.source == "torchvision":
-            if self.dataset not in TORCHVISION_SPLITS:
-                hint = {"CIFAR10": "cifar10", "CIFAR100": "cifar100", "STL10": "stl10"}.get(str(self.dataset))
-                raise ValueError(
-                    f"dataset {self.dataset!r}: "
-                    + (f"use source: {hint} (clsp's own reader; torchvision's unpickles)" if hint else "not supported")
-                    + f"; supported: {', '.join(TORCHVISION_SPLITS)}"
-                )
-            valid = self.splits
+        if self.source == "torchvision" and self.dataset not in TORCHVISION_SPLITS:
+            hint = {"CIFAR10": "cifar10", "CIFAR100": "cifar100", "STL10": "stl10"}.get(str(self.dataset))
+            raise ValueError(
+                f"dataset {self.dataset!r}: "
+                + (f"use source: {hint} (clsp's own reader; torchvision's unpickles)" if hint else "not supported")
+                + f"; supported: {', '.join(TORCHVISION_SPLITS)}"
+            )
+        valid = self.splits
         for field in ("train_split", "labeled_split", "test_split"):
             if getattr(self, field) not in valid:
                 raise ValueError(

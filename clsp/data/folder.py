@@ -86,6 +86,13 @@ def fit_size(array: np.ndarray, image_size: int | None, first: np.ndarray | None
     return array
 
 
+def folder_labels(folders: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """int64 ``[N]``: each file's class sub-folder (``folders``, from :func:`list_image_folder`) as its index in
+    ``class_names``."""
+    index = {name: i for i, name in enumerate(class_names)}
+    return np.array([index[f] for f in folders], dtype=np.int64)
+
+
 def list_image_folder(root: Path, option: str = "data.root") -> tuple[list[str], list[str] | None]:
     """The visible files under ``root`` (relative paths, sorted; :func:`_visible_files`) and, when every one sits
     in a first-level sub-folder, that sub-folder's name for each (its class); None when every file sits directly in
@@ -160,13 +167,12 @@ def load_image_folder(
     root = Path(root)
     files, folders = list_image_folder(root, option)
     class_names = tuple(sorted(set(folders))) if folders is not None else ()
-    index = {name: i for i, name in enumerate(class_names)}
     plan = DecodePlan(
         name=f"folder:{root.name}",
         key={},
         items=files,
         decode=FileDecoder(root, image_size, skip_bad_images, option, channels, max_pixels),
-        labels=None if folders is None else np.array([index[f] for f in folders], dtype=np.int64),
+        labels=None if folders is None else folder_labels(folders, class_names),
         class_names=class_names,
         files=tuple(files),
     )

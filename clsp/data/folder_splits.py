@@ -20,7 +20,7 @@ import numpy as np
 
 from clsp.config import DataConfig
 from clsp.data.cache import DecodePlan, decode_plan
-from clsp.data.folder import FileDecoder, list_image_folder
+from clsp.data.folder import FileDecoder, folder_labels, list_image_folder
 from clsp.data.imageset import ImageSet, stratified_split
 from clsp.errors import ClspError
 from clsp.progress import note
@@ -67,7 +67,7 @@ def folder_splits(cfg: DataConfig) -> dict[str, FolderSplit]:
 _REPORTED: set[Path] = set()
 """Roots whose detected split sub-folders were already reported by this process."""
 
-Listing = tuple[list[Path], list[str] | None]
+Listing = tuple[list[str], list[str] | None]
 
 
 def _class_names(splits: dict[str, FolderSplit], listings: dict[Path, Listing]) -> tuple[str, ...] | None:
@@ -128,8 +128,7 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
     where, listings = splits[split], {}
     class_names = _class_names({s: w for s, w in splits.items() if w.part == "all"}, listings)
     files, folders = listings[where.root]
-    index = {name: i for i, name in enumerate(class_names or ())}
-    labels = None if folders is None else np.array([index[f] for f in folders], dtype=np.int64)
+    labels = None if folders is None else folder_labels(folders, class_names)  # type: ignore[arg-type]
     if where.part != "all":  # an unlabelled folder is one class: a seeded random split
         strata = np.zeros(len(files), np.int64) if labels is None else labels
         described = f"{where.option} '{where.root}'"

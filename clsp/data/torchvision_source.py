@@ -103,10 +103,9 @@ def load_torchvision_split(cfg: DataConfig, split: str) -> ImageSet:
     dataset = open_torchvision_dataset(name, root, arguments, cfg.download)
     if len(dataset) == 0:
         raise ClspError(f"data.root '{cfg.root}': torchvision's {name} {split} split holds no images")
-    rows = np.arange(len(dataset))
-    class_names = class_names_of(dataset, dataset_labels(dataset))
+    rows, labels = np.arange(len(dataset)), dataset_labels(dataset)
+    class_names = class_names_of(dataset, labels)
     if mapping is None and split != "all":
-        labels = dataset_labels(dataset)
         if labels is None:
             raise ClspError(f"torchvision {name}: its labels cannot be read without decoding; use split all")
         where = f"torchvision {name} in '{cfg.root}'"
