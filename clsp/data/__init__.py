@@ -4,6 +4,7 @@ import numpy as np
 
 from clsp.config import DataConfig
 from clsp.data.imageset import ImageSet, resize_images, to_channels
+from clsp.data.rows import ImageRows, as_rows
 from clsp.errors import ClspError
 
 
@@ -70,15 +71,18 @@ def load_training_images(cfg: DataConfig) -> ImageSet:
             ]
         )
     labels = None if images.labels is None else images.labels[rows]
-    return ImageSet(f"{images.name}[{n} of {len(images)}]", images.images[rows], labels, images.class_names)
+    return ImageSet(
+        f"{images.name}[{n} of {len(images)}]", as_rows(images.images).select(rows), labels, images.class_names
+    )
 
 
 def load_images_at(cfg: DataConfig, split: str, size: int, limit: int | None = None) -> ImageSet:
-    """``split`` of ``cfg.source`` (its first ``limit`` images when given) resized to uint8 ``[N, size, size, C]``:
-    what an encoder of input ``size`` sees in ``clsp eval`` and ``clsp features`` (STL-10: 96 px -> 64 px)."""
-    images, keep = load_images(cfg, split), slice(limit)
-    labels = None if images.labels is None else images.labels[keep]
-    return ImageSet(images.name, resize_images(images.images[keep], size), labels, images.class_names)
+    """``split`` of ``cfg.source`` (its first ``limit`` images when given) as uint8 ``[N, size, size, C]``, resized
+    when read: what an encoder of input ``size`` sees in ``clsp eval`` and ``clsp features`` (STL-10: 96 -> 64 px)."""
+    images = load_images(cfg, split)
+    rows = np.arange(len(images) if limit is None else min(limit, len(images)))
+    labels = None if images.labels is None else images.labels[rows]
+    return ImageSet(images.name, as_rows(images.images).select(rows).resized(size), labels, images.class_names)
 
 
-__all__ = ["ImageSet", "check_split", "load_images", "load_images_at", "load_training_images"]
+__all__ = ["ImageRows", "ImageSet", "as_rows", "check_split", "load_images", "load_images_at", "load_training_images"]

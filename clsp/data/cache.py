@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from clsp.data.imageset import ImageSet, content_fingerprint
+from clsp.data.rows import ImageRows
 from clsp.errors import ClspError
 from clsp.json_files import read_json_object
 from clsp.progress import note, progress_bar, warn
@@ -104,14 +105,12 @@ def _build_lock(entry: Path) -> Iterator[None]:
 
 
 def _open_entry(entry: Path) -> ImageSet | None:
-    """The entry mapped (copy-on-write: no write reaches the file), or None when it is missing or does not match its
-    meta.json (then rebuilt)."""
+    """The entry mapped read-only, or None when it is missing or does not match its meta.json (then rebuilt)."""
     if not (entry / "meta.json").is_file():
         return None
     try:
         meta = read_json_object(entry / "meta.json", "it is rebuilt")
-        # copy-on-write: the file is never written, and torch.from_numpy takes the array without a read-only warning
-        images = np.load(entry / "images.npy", mmap_mode="c")
+        images = ImageRows.open(entry / "images.npy")
         labels = np.load(entry / "labels.npy") if meta["labelled"] else None
         files = tuple((entry / "files.txt").read_text(encoding="utf-8").splitlines()) if meta["named"] else ()
         if list(images.shape) != meta["shape"] or (labels is not None and labels.shape != images.shape[:1]):
@@ -123,55 +122,50 @@ def _open_entry(entry: Path) -> ImageSet | None:
 
 
 def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
-    """Decode every chunk of ``plan`` in order into one array: ``entry/images.npy`` (memory-mapped while written, so
-    memory holds a few chunks) or memory; returns the set with its fingerprint, streamed as the chunks arrive."""
+    """Decode every chunk of ``plan`` in order into one array: ``entry/images.npy`` (written as the chunks arrive, so
+    memory holds a few chunks) or memory; returns the set with its fingerprint."""
     chunks = [plan.items[i : i + CHUNK_IMAGES] for i in range(0, len(plan.items), CHUNK_IMAGES)]
-    pixels: np.ndarray | None = None
+    pixels = _MemoryRows() if entry is None else _NpyRows(entry / "images.npy")
     read_rows: list[int] = []
     decoded_labels: list[np.ndarray] = []
-    with _chunk_results(plan.decode, chunks, workers) as results, progress_bar() as bar:
+    with pixels, _chunk_results(plan.decode, chunks, workers) as results, progress_bar() as bar:
         task = bar.add_task(f"decoding {plan.name}", total=len(plan.items))
-        cursor = 0
         for start, (array, read, labels) in zip(range(0, len(plan.items), CHUNK_IMAGES), results, strict=True):
             bar.advance(task, len(chunks[start // CHUNK_IMAGES]))
             if len(array) == 0:
                 continue
-            if pixels is None:
-                shape = (len(plan.items), *array.shape[1:])
-                pixels = np.empty(shape, np.uint8) if entry is None else _new_npy(entry / "images.npy", shape)
+            if pixels.shape is None:
+                pixels.start((len(plan.items), *array.shape[1:]))
             elif array.shape[1:] != pixels.shape[1:]:
                 raise ClspError(
                     f"{plan.name}: item {start + read[0]} decodes to {array.shape[1:]}, the first to "
                     f"{pixels.shape[1:]}; set data.image_size to resize all images"
                 )
-            pixels[cursor : cursor + len(array)] = array
-            cursor += len(array)
+            pixels.append(array)
             read_rows += [start + i for i in read]
             if labels is not None:
                 decoded_labels.append(labels)
-    if pixels is None:
-        raise ClspError(f"{plan.name}: none of its {len(plan.items)} files is a readable image")
-    if cursor < len(plan.items):
+        if pixels.shape is None:
+            raise ClspError(f"{plan.name}: none of its {len(plan.items)} files is a readable image")
+        images = pixels.finish(len(read_rows))
+    if len(read_rows) < len(plan.items):
         kept = set(read_rows)
         first = next(i for i in range(len(plan.items)) if i not in kept)
-        warn(f"skipped {len(plan.items) - cursor} unreadable file(s) of {plan.name}, e.g. {plan.items[first]}")
-    if cursor < len(pixels):
-        pixels = _shrunk(pixels, cursor, entry)
+        warn(f"skipped {len(plan.items) - len(read_rows)} unreadable file(s) of {plan.name}, e.g. {plan.items[first]}")
     labels = plan.labels[read_rows] if plan.labels is not None else None
     if decoded_labels:
         labels = np.concatenate(decoded_labels).astype(np.int64)
         labels = None if (labels < 0).all() else labels  # STL-10's unlabeled split: every label -1
     files = tuple(plan.files[i] for i in read_rows) if plan.files else ()
-    fingerprint = content_fingerprint(pixels, labels, CHUNK_IMAGES)
+    fingerprint = content_fingerprint(images, labels, CHUNK_IMAGES)
     if entry is not None:
-        pixels.flush()  # type: ignore[union-attr]
         if labels is not None:
             np.save(entry / "labels.npy", labels)
         if files:
             (entry / "files.txt").write_text("".join(f + "\n" for f in files), encoding="utf-8")
         meta = {
             "name": plan.name,
-            "shape": list(pixels.shape),
+            "shape": list(images.shape),
             "labelled": labels is not None,
             "named": bool(files),
             "class_names": list(plan.class_names),
@@ -179,7 +173,70 @@ def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
             "key": plan.key,
         }
         (entry / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
-    return ImageSet(plan.name, pixels, labels, plan.class_names, files, fingerprint)
+    return ImageSet(plan.name, images, labels, plan.class_names, files, fingerprint)
+
+
+class _MemoryRows:
+    """Decoded rows collected in memory (no cache folder)."""
+
+    shape: tuple[int, ...] | None = None
+
+    def start(self, shape: tuple[int, ...]) -> None:
+        self.shape, self.pixels, self.rows = shape, np.empty(shape, np.uint8), 0
+
+    def append(self, array: np.ndarray) -> None:
+        self.pixels[self.rows : self.rows + len(array)] = array
+        self.rows += len(array)
+
+    def finish(self, rows: int) -> np.ndarray:
+        return self.pixels if rows == len(self.pixels) else self.pixels[:rows].copy()
+
+    def __enter__(self) -> "_MemoryRows":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _NpyRows:
+    """Decoded rows written in order to a ``.npy`` file (its pages go to the page cache, not this process), its
+    header shrunk in place when some items were unreadable; read back mapped."""
+
+    shape: tuple[int, ...] | None = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def start(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.file = open(self.path, "wb")  # noqa: SIM115 (closed by __exit__)
+        self.offset = _write_header(self.file, shape)
+
+    def append(self, array: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(array).data)
+
+    def finish(self, rows: int) -> ImageRows:
+        assert self.shape is not None
+        if rows < self.shape[0]:
+            self.file.seek(0)
+            if _write_header(self.file, (rows, *self.shape[1:])) != self.offset:
+                raise ClspError(f"{self.path}: the .npy header changed length; remove it and retry")
+            self.file.truncate(self.offset + rows * int(np.prod(self.shape[1:])))
+        self.file.close()
+        return ImageRows.open(self.path)
+
+    def __enter__(self) -> "_NpyRows":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shape is not None:
+            self.file.close()
+
+
+def _write_header(file: Any, shape: tuple[int, ...]) -> int:
+    """Write the ``.npy`` header of a uint8 C-order array of ``shape``; its length in bytes (the data's offset)."""
+    np.lib.format.write_array_header_1_0(file, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return file.tell()
 
 
 @contextmanager
@@ -209,19 +266,3 @@ def _worker_start() -> None:
 
     torch.set_num_threads(1)  # one process per core
     ignore_stop_signals()  # the parent handles Ctrl-C / SIGTERM and stops the pool
-
-
-def _new_npy(path: Path, shape: tuple[int, ...]) -> np.memmap:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-
-
-def _shrunk(pixels: np.ndarray, rows: int, entry: Path | None) -> np.ndarray:
-    """The first ``rows`` rows of ``pixels`` (some items were unreadable), rewritten at their size in ``entry``."""
-    if entry is None:
-        return pixels[:rows].copy()
-    final = _new_npy(entry / "images.kept.npy", (rows, *pixels.shape[1:]))
-    for start in range(0, rows, CHUNK_IMAGES):
-        final[start : start + CHUNK_IMAGES] = pixels[start : min(rows, start + CHUNK_IMAGES)]
-    del pixels
-    os.replace(entry / "images.kept.npy", entry / "images.npy")
-    return final

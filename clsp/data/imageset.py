@@ -4,6 +4,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,17 +12,21 @@ import torch.nn.functional as F
 
 from clsp.errors import ClspError
 
+if TYPE_CHECKING:
+    from clsp.data.rows import ImageRows
+
 
 @dataclass(frozen=True)
 class ImageSet:
     """Images of one split of one dataset.
 
-    ``images``: uint8 ``[N, H, W, C]`` (C = 1 or 3), row i is dataset index i.
+    ``images``: uint8 ``[N, H, W, C]`` (C = 1 or 3), row i is dataset index i: in memory, or
+    :class:`~clsp.data.rows.ImageRows` read on access (a mapped cache entry, a subset, a resize).
     ``labels``: int64 ``[N]`` class indices, or None for unlabelled data.
     """
 
     name: str
-    images: np.ndarray
+    images: "np.ndarray | ImageRows"
     labels: np.ndarray | None = None
     class_names: tuple[str, ...] = field(default=())
     files: tuple[str, ...] = field(default=())

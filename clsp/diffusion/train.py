@@ -26,8 +26,7 @@ from clsp.accelerator import stage_accelerator
 from clsp.atomic import give_default_modes, replace_folder
 from clsp.cli_args import run_script, script_parser
 from clsp.config import Config, load_config, save_resolved_config
-from clsp.data import load_images
-from clsp.data.imageset import resize_images
+from clsp.data import ImageRows, as_rows, load_images
 from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_images, sample_positives
 from clsp.diffusion.unet import load_unet
 from clsp.errors import ClspError
@@ -133,11 +132,10 @@ def save_samples(unet: UNet2DModel, cfg: Config, path: Path) -> Path:
     return save_image_grid(model_to_images(x), path, nrow=int(np.ceil(np.sqrt(n))))
 
 
-def training_images(cfg: Config) -> np.ndarray:
-    """uint8 ``[N, H, W, C]``: the training split, resized to ``diffusion.image_size`` when that is set."""
-    images = load_images(cfg.data, cfg.data.train_split).images
-    size = cfg.diffusion.image_size
-    return images if size is None else resize_images(images, size)
+def training_images(cfg: Config) -> ImageRows:
+    """uint8 ``[N, H, W, C]``: the training split, resized to ``diffusion.image_size`` (when that is set) as it is
+    read."""
+    return as_rows(load_images(cfg.data, cfg.data.train_split).images).resized(cfg.diffusion.image_size)
 
 
 RESUME_SECTIONS = ("data", "diffusion", "run.seed")
@@ -175,7 +173,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
     state_dir = out / "diffusion" / "state"
     main = accelerator.is_main_process
 
-    images = torch.from_numpy(training_images(cfg))
+    images = training_images(cfg)
     n, size, channels = images.shape[0], images.shape[1], images.shape[3]
     per_step = d.batch_size * accelerator.num_processes
     steps_per_epoch = n // per_step

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, save_resolved_config
-from clsp.data import ImageSet, load_images_at, load_training_images
+from clsp.data import ImageRows, ImageSet, load_images_at, load_training_images
 from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
@@ -93,7 +93,7 @@ def _labelled(cfg: Config, split: str, size: int) -> ImageSet:
 
 
 def store_feature_hardness(
-    store: PositiveStore, anchors: np.ndarray, encoder, spec: dict[str, Any], cfg: Config, count: int
+    store: PositiveStore, anchors: ImageRows, encoder, spec: dict[str, Any], cfg: Config, count: int
 ) -> dict[str, Any]:
     """The CLSP term on clean images for the first ``count`` anchors of ``store`` and their candidates, in the
     encoder's normalised features (see :func:`~clsp.positives.quality.feature_hardness`); positives made at another

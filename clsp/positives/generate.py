@@ -19,8 +19,7 @@ from rich.progress import TextColumn
 
 from clsp.accelerator import describe_device, pick_device, stage_accelerator
 from clsp.config import Config, save_resolved_config
-from clsp.data import ImageSet, load_training_images
-from clsp.data.imageset import resize_images
+from clsp.data import ImageRows, ImageSet, as_rows, load_training_images
 from clsp.diffusion.noise import NOISE_VERSION
 from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, model_to_uint8, sample_positives
 from clsp.diffusion.unet import (
@@ -87,24 +86,23 @@ def store_path(cfg: Config) -> Path:
     return cfg.ssl.positives or cfg.run.output_dir / "positives"
 
 
-def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, np.ndarray]:
+def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, ImageRows]:
     """The training images (:func:`~clsp.data.load_training_images`; their first ``limit`` when given) and their
-    anchors: uint8 ``[N, H, W, C]`` resized to ``diffusion.image_size`` when that is set."""
+    anchors: uint8 ``[N, H, W, C]``, resized to ``diffusion.image_size`` (when that is set) as they are read."""
     images = load_training_images(cfg.data)
     if limit is not None and limit < len(images):
         images = ImageSet(
             f"{images.name}[:{limit}]",
-            images.images[:limit],
+            as_rows(images.images).select(np.arange(limit)),
             None if images.labels is None else images.labels[:limit],
             images.class_names,
         )
-    size = cfg.diffusion.image_size
-    return images, images.images if size is None else resize_images(images.images, size)
+    return images, as_rows(images.images).resized(cfg.diffusion.image_size)
 
 
 def generate_shard(
     denoiser: Denoiser,
-    anchors: np.ndarray,
+    anchors: ImageRows,
     rows: range,
     num_candidates: int,
     weight: float,

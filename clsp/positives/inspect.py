@@ -10,7 +10,7 @@ import numpy as np
 
 from clsp.atomic import atomic_write_text
 from clsp.config import RESOLVED_CONFIG_NAME, Config, load_config
-from clsp.data import ImageSet, load_images
+from clsp.data import ImageRows, ImageSet, load_images
 from clsp.data.imageset import resize_images
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
@@ -36,7 +36,7 @@ def store_config(store: PositiveStore) -> Config:
     return load_config(config_path)
 
 
-def store_dataset(store: PositiveStore, cfg: Config | None = None) -> tuple[ImageSet, np.ndarray]:
+def store_dataset(store: PositiveStore, cfg: Config | None = None) -> tuple[ImageSet, ImageRows]:
     """The training images a store was made from (``cfg``'s data, default the config beside the store) and its
     anchors, uint8 ``[N, H, W, C]`` at the store's size; refused unless the store was made from exactly these."""
     from clsp.positives.generate import anchor_images
@@ -50,7 +50,7 @@ def store_dataset(store: PositiveStore, cfg: Config | None = None) -> tuple[Imag
 class RealReference:
     """What candidates are scored against, the same for every store of one dataset at one image size."""
 
-    reference: np.ndarray
+    reference: ImageRows
     """uint8 ``[N, H, W, C]``: every real training image (the manifold), also for a ``--limit`` store."""
     real_test: np.ndarray
     """uint8 ``[T, H, W, C]``: the real test split, which calibrates the off-manifold test."""
@@ -126,7 +126,7 @@ def store_quality(store: PositiveStore, cfg: Config | None = None, limit: int | 
     return scores
 
 
-def show_positives(store: PositiveStore, anchors: np.ndarray, num_rows: int, path: Path) -> Path:
+def show_positives(store: PositiveStore, anchors: ImageRows, num_rows: int, path: Path) -> Path:
     """Write a PNG grid, one row per anchor: the anchor, then its k candidates."""
     num_rows = min(num_rows, store.n)
     rows = np.concatenate([np.concatenate([anchors[i : i + 1], store[i]]) for i in range(num_rows)])

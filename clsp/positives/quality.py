@@ -298,6 +298,7 @@ def score_positives(
     rng = np.random.default_rng(seed)
     if len(reference) > MAX_REFERENCE_IMAGES:
         reference = reference[np.sort(rng.choice(len(reference), MAX_REFERENCE_IMAGES, replace=False))]
+    reference = np.asarray(reference)  # at most MAX_REFERENCE_IMAGES, read once
     manifold = realism(reference, real_test, candidates.reshape(n * k, *candidates.shape[2:]), seed)
     scores: dict[str, Any] = {
         "num_anchors": n,

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from clsp.config import DataConfig, config_from_dict
-from clsp.data import load_images
+from clsp.data import ImageRows, load_images
 from clsp.data.imageset import content_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,14 +35,15 @@ def test_a_split_is_decoded_once_then_mapped_and_a_changed_file_rebuilds_it(tmp_
     cfg = DataConfig(source="folder", root=tmp_path / "images", cache_dir=tmp_path / "cache", image_size=8)
     fresh = load_images(cfg.model_copy(update={"cache_dir": None}), "train")
     first = load_images(cfg, "train")
-    assert isinstance(first.images, np.memmap) and not isinstance(fresh.images, np.memmap)
+    assert isinstance(first.images, ImageRows) and first.images.path is not None  # mapped
+    assert isinstance(fresh.images, np.ndarray)  # no cache folder: decoded into memory
     np.testing.assert_array_equal(first.images, fresh.images)
     assert (first.labels.tolist(), first.files, first.class_names) == (fresh.labels.tolist(), fresh.files, ("a", "b"))
     assert first.fingerprint == fresh.fingerprint == content_fingerprint(np.array(fresh.images), fresh.labels)
     (entry,) = entries(tmp_path / "cache")
     built = (entry / "images.npy").stat()
     again = load_images(cfg, "train")
-    assert isinstance(again.images, np.memmap) and again.fingerprint == first.fingerprint
+    assert again.images.path == first.images.path and again.fingerprint == first.fingerprint
     assert (entry / "images.npy").stat().st_mtime_ns == built.st_mtime_ns  # mapped, not written again
     target = tmp_path / "images" / again.files[0]
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(target)
@@ -77,7 +78,7 @@ def test_two_workers_decode_what_one_does(tmp_path: Path) -> None:
 SLOW_BUILDER = """
 import sys, time
 from clsp.config import DataConfig
-from clsp.data import load_images
+from clsp.data import ImageRows, load_images
 from clsp.data.folder import FileDecoder
 decode = FileDecoder.__call__
 def slow(self, files):

@@ -1,0 +1,98 @@
+"""ImageRows against numpy on fresh random arrays: indexing, subsets and resizing as the eager forms compute them,
+a mapped file read back exactly, pickled as its path, and a walk over it that keeps the resident set near a batch."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clsp.data import imageset
+from clsp.data import rows as rows_module
+from clsp.data.imageset import pixel_statistics, resize_images
+from clsp.data.rows import ImageRows, as_rows, map_npy
+
+
+def random_images(n: int, size: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+
+def test_indexing_a_subset_and_a_resize_give_what_numpy_and_resize_images_give() -> None:
+    images = random_images(40, 12, seed=np.random.SeedSequence().entropy % 2**32)
+    rows = np.random.default_rng(1).permutation(40)[:25]
+    picked = as_rows(images).select(rows)
+    np.testing.assert_array_equal(picked[:], images[rows])
+    np.testing.assert_array_equal(picked[3], images[rows[3]])
+    np.testing.assert_array_equal(picked[np.int64(4)], images[rows[4]])
+    np.testing.assert_array_equal(picked[2:9:3], images[rows[2:9:3]])
+    np.testing.assert_array_equal(picked[torch.tensor([5, 0, 5])], images[rows[[5, 0, 5]]])
+    np.testing.assert_array_equal(picked.select(np.array([1, 2]))[:], images[rows[[1, 2]]])
+    resized = picked.resized(7)
+    assert resized.shape == (25, 7, 7, 3) and len(resized) == 25 and resized.nbytes == 25 * 7 * 7 * 3
+    expected = resize_images(images[rows], 7)
+    np.testing.assert_array_equal(resized[:], expected)  # batch by batch = all at once
+    np.testing.assert_array_equal(resized[[10, 2]], expected[[10, 2]])
+    np.testing.assert_array_equal(resized.resized(9)[:], resize_images(images[rows], 9))  # from the source
+    assert resized.resized(12)[:].shape == (25, 12, 12, 3) and picked.resized(12) is picked
+    out = as_rows(images)[0:2]
+    out[:] = 0  # a copy
+    assert images[0:2].any()
+    with pytest.raises(TypeError, match="1-D integer array"):
+        picked[np.zeros((2, 2), np.int64)]
+
+
+def test_a_mapped_file_reads_back_exactly_and_pickles_as_its_path(tmp_path: Path) -> None:
+    images = random_images(30, 9, channels=1, seed=2)
+    np.save(tmp_path / "images.npy", images)
+    mapped = ImageRows.open(tmp_path / "images.npy")
+    assert mapped.shape == images.shape and mapped.path == tmp_path / "images.npy"
+    np.testing.assert_array_equal(np.asarray(mapped), images)
+    subset = mapped.select(np.array([4, 1])).resized(5)
+    data = pickle.dumps(subset)
+    assert len(data) < images.nbytes / 4  # the path, not the pixels
+    np.testing.assert_array_equal(pickle.loads(data)[:], subset[:])
+    in_memory = as_rows(images).select(np.array([3]))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(in_memory))[:], images[[3]])
+
+
+def test_a_truncated_or_foreign_npy_is_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "images.npy", random_images(4, 6))
+    data = (tmp_path / "images.npy").read_bytes()
+    (tmp_path / "images.npy").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="its header says"):
+        map_npy(tmp_path / "images.npy")
+    np.save(tmp_path / "floats.npy", np.zeros((2, 3, 3, 1), np.float32))
+    with pytest.raises(ValueError, match="not uint8"):
+        map_npy(tmp_path / "floats.npy")
+
+
+def resident_file_bytes() -> int:
+    """This process's resident pages that belong to mapped files (``RssFile``), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_split(tmp_path: Path, monkeypatch) -> None:
+    images = random_images(3000, 64, seed=3)  # 36.9 MB: several times the 4 MB released at
+    np.save(tmp_path / "images.npy", images)
+    monkeypatch.setattr(rows_module, "RELEASE_BYTES", 4 << 20)
+    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 64 * 64 * 80)  # 80 images (1 MB) a chunk
+    mapped, peak = ImageRows.open(tmp_path / "images.npy"), [0]
+    read = ImageRows._read
+
+    def sampled(self: ImageRows, nbytes: int) -> None:
+        read(self, nbytes)
+        peak[0] = max(peak[0], resident_file_bytes() - before)
+
+    monkeypatch.setattr(ImageRows, "_read", sampled)
+    before = resident_file_bytes()
+    statistics = pixel_statistics(mapped)  # what `clsp data show` walks, in 1 MB chunks here
+    assert peak[0] < 8 << 20, peak  # a release plus a chunk or two, not the 36.9 MB split
+    np.testing.assert_allclose(statistics, pixel_statistics(images), rtol=1e-12)
+    # the same walk over numpy's own map keeps every page it touched
+    plain, start = np.load(tmp_path / "images.npy", mmap_mode="r"), resident_file_bytes()
+    pixel_statistics(plain)
+    assert resident_file_bytes() - start > 30 << 20
