@@ -45,9 +45,6 @@ class DecodePlan:
     """How to decode one split: ``items`` (file paths, dataset indices), split in chunks for ``decode`` (a picklable
     callable run in worker processes), and what is known without decoding."""
 
-    name: str
-    key: dict[str, Any]
-    """Everything that decides the pixels and labels (JSON-serialisable); the entry's name is its hash."""
     items: Sequence[Any]
     decode: Callable[[Sequence[Any]], Decoded]
     labels: np.ndarray | None = None
@@ -63,14 +60,17 @@ def entry_name(key: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def decode_plan(plan: DecodePlan, workers: int, cache_dir: Path | None) -> ImageSet:
-    """The split ``plan`` describes: mapped read-only from ``cache_dir`` (built there first when missing or broken),
-    or decoded into memory when ``cache_dir`` is None. ``workers`` processes decode (1: in this process; 0: one per
-    core)."""
+def load_decoded(
+    name: str, key: dict[str, Any], plan: Callable[[], DecodePlan], workers: int, cache_dir: Path | None
+) -> ImageSet:
+    """The split named ``name``: mapped read-only from ``cache_dir``'s entry for ``key`` (everything that decides
+    its pixels and labels, JSON-serialisable), or decoded by ``plan()`` into that entry first when it is missing or
+    broken, or into memory when ``cache_dir`` is None. ``plan`` runs only to decode (opening a dataset can take
+    long). ``workers`` processes decode (1: in this process; 0: one per core)."""
     workers = workers or os.cpu_count() or 1
     if cache_dir is None:
-        return _decode_all(plan, workers, None)
-    entry = Path(cache_dir) / entry_name(plan.key)
+        return _decode_all(name, key, plan(), workers, None)
+    entry = Path(cache_dir) / entry_name(key)
     entry.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(entry):
         images = _open_entry(entry)
@@ -80,14 +80,14 @@ def decode_plan(plan: DecodePlan, workers: int, cache_dir: Path | None) -> Image
             shutil.rmtree(entry, ignore_errors=True)
             building.mkdir()
             try:
-                _decode_all(plan, workers, building)
+                _decode_all(name, key, plan(), workers, building)
                 os.replace(building, entry)
             finally:
                 shutil.rmtree(building, ignore_errors=True)
             images = _open_entry(entry)
             if images is None:
                 raise ClspError(f"{entry}: the cache entry just built does not open; remove {cache_dir} and retry")
-    return replace(images, name=plan.name)
+    return replace(images, name=name)
 
 
 @contextmanager
@@ -121,7 +121,7 @@ def _open_entry(entry: Path) -> ImageSet | None:
         return None
 
 
-def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
+def _decode_all(name: str, key: dict[str, Any], plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
     """Decode every chunk of ``plan`` in order into one array: ``entry/images.npy`` (written as the chunks arrive, so
     memory holds a few chunks) or memory; returns the set with its fingerprint."""
     chunks = [plan.items[i : i + CHUNK_IMAGES] for i in range(0, len(plan.items), CHUNK_IMAGES)]
@@ -129,7 +129,7 @@ def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
     read_rows: list[int] = []
     decoded_labels: list[np.ndarray] = []
     with pixels, _chunk_results(plan.decode, chunks, workers) as results, progress_bar() as bar:
-        task = bar.add_task(f"decoding {plan.name}", total=len(plan.items))
+        task = bar.add_task(f"decoding {name}", total=len(plan.items))
         for start, (array, read, labels) in zip(range(0, len(plan.items), CHUNK_IMAGES), results, strict=True):
             bar.advance(task, len(chunks[start // CHUNK_IMAGES]))
             if len(array) == 0:
@@ -138,7 +138,7 @@ def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
                 pixels.start((len(plan.items), *array.shape[1:]))
             elif array.shape[1:] != pixels.shape[1:]:
                 raise ClspError(
-                    f"{plan.name}: item {start + read[0]} decodes to {array.shape[1:]}, the first to "
+                    f"{name}: item {start + read[0]} decodes to {array.shape[1:]}, the first to "
                     f"{pixels.shape[1:]}; set data.image_size to resize all images"
                 )
             pixels.append(array)
@@ -146,12 +146,12 @@ def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
             if labels is not None:
                 decoded_labels.append(labels)
         if pixels.shape is None:
-            raise ClspError(f"{plan.name}: none of its {len(plan.items)} files is a readable image")
+            raise ClspError(f"{name}: none of its {len(plan.items)} files is a readable image")
         images = pixels.finish(len(read_rows))
     if len(read_rows) < len(plan.items):
         kept = set(read_rows)
         first = next(i for i in range(len(plan.items)) if i not in kept)
-        warn(f"skipped {len(plan.items) - len(read_rows)} unreadable file(s) of {plan.name}, e.g. {plan.items[first]}")
+        warn(f"skipped {len(plan.items) - len(read_rows)} unreadable file(s) of {name}, e.g. {plan.items[first]}")
     labels = plan.labels[read_rows] if plan.labels is not None else None
     if decoded_labels:
         labels = np.concatenate(decoded_labels).astype(np.int64)
@@ -164,16 +164,16 @@ def _decode_all(plan: DecodePlan, workers: int, entry: Path | None) -> ImageSet:
         if files:
             (entry / "files.txt").write_text("".join(f + "\n" for f in files), encoding="utf-8")
         meta = {
-            "name": plan.name,
+            "name": name,
             "shape": list(images.shape),
             "labelled": labels is not None,
             "named": bool(files),
             "class_names": list(plan.class_names),
             "fingerprint": fingerprint,
-            "key": plan.key,
+            "key": key,
         }
         (entry / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
-    return ImageSet(plan.name, images, labels, plan.class_names, files, fingerprint)
+    return ImageSet(name, images, labels, plan.class_names, files, fingerprint)
 
 
 class _MemoryRows:

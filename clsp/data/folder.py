@@ -162,18 +162,16 @@ def load_image_folder(
     """Every image under ``root`` (:func:`list_image_folder`) decoded into memory by ``workers`` processes
     (:class:`FileDecoder`). Labels are the first-level sub-folder names (sorted, indexed from 0) when every image
     sits in one, else the set is unlabelled."""
-    from clsp.data.cache import DecodePlan, decode_plan
+    from clsp.data.cache import DecodePlan, load_decoded
 
     root = Path(root)
     files, folders = list_image_folder(root, option)
     class_names = tuple(sorted(set(folders))) if folders is not None else ()
     plan = DecodePlan(
-        name=f"folder:{root.name}",
-        key={},
         items=files,
         decode=FileDecoder(root, image_size, skip_bad_images, option, channels, max_pixels),
         labels=None if folders is None else folder_labels(folders, class_names),
         class_names=class_names,
         files=tuple(files),
     )
-    return decode_plan(plan, workers, None)
+    return load_decoded(f"folder:{root.name}", {}, lambda: plan, workers, None)

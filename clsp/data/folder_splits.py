@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clsp.config import DataConfig
-from clsp.data.cache import DecodePlan, decode_plan
+from clsp.data.cache import DecodePlan, load_decoded
 from clsp.data.folder import FileDecoder, folder_labels, list_image_folder
 from clsp.data.imageset import ImageSet, stratified_split
 from clsp.errors import ClspError
@@ -147,8 +147,6 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
         "decode": [cfg.image_size, cfg.channels or 3, cfg.skip_bad_images, cfg.max_image_pixels],
     }
     plan = DecodePlan(
-        name=f"folder:{where.root.name}/{split}",
-        key=key,
         items=files,
         decode=FileDecoder(
             where.root, cfg.image_size, cfg.skip_bad_images, where.option, cfg.channels or 3, cfg.max_image_pixels
@@ -157,7 +155,7 @@ def load_folder_split(cfg: DataConfig, split: str) -> ImageSet:
         class_names=class_names or (),
         files=tuple(files),
     )
-    return decode_plan(plan, cfg.decode_workers, cfg.cache_dir)
+    return load_decoded(f"folder:{where.root.name}/{split}", key, lambda: plan, cfg.decode_workers, cfg.cache_dir)
 
 
 def _stat_digest(root: Path, files: list[str]) -> str:

@@ -6,7 +6,6 @@ split is split class-stratified like a one-split folder. Images follow the folde
 unless ``data.download``.
 """
 
-import hashlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from clsp.config import TORCHVISION_SPLITS, DataConfig
-from clsp.data.cache import DecodePlan, decode_plan
+from clsp.data.cache import DecodePlan, load_decoded
 from clsp.data.folder import fit_size, picture_to_array
 from clsp.data.imageset import ImageSet, stratified_split
 from clsp.errors import ClspError
@@ -100,27 +99,31 @@ def load_torchvision_split(cfg: DataConfig, split: str) -> ImageSet:
     name, mapping = str(cfg.dataset), TORCHVISION_SPLITS[str(cfg.dataset)]
     root = Path(cfg.root).resolve()  # type: ignore[arg-type]
     arguments = {} if mapping is None else mapping[split]
-    dataset = open_torchvision_dataset(name, root, arguments, cfg.download)
-    if len(dataset) == 0:
-        raise ClspError(f"data.root '{cfg.root}': torchvision's {name} {split} split holds no images")
-    rows, labels = np.arange(len(dataset)), dataset_labels(dataset)
-    class_names = class_names_of(dataset, labels)
-    if mapping is None and split != "all":
-        if labels is None:
-            raise ClspError(f"torchvision {name}: its labels cannot be read without decoding; use split all")
-        where = f"torchvision {name} in '{cfg.root}'"
-        train_rows, test_rows = stratified_split(labels, cfg.test_fraction, cfg.split_seed, where, class_names)
-        rows = train_rows if split == "train" else test_rows
+    one_split = mapping is None and split != "all"
     channels = cfg.channels or 3
-    key = {
+    key = {  # what decides the pixels, known without opening the dataset (a cache hit opens nothing)
         "source": "torchvision",
         "dataset": name,
         "root": str(root),
         "arguments": arguments,
-        "rows": hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest(),
+        "split": [split, cfg.test_fraction, cfg.split_seed] if one_split else None,
         "torchvision": torchvision.__version__,
         "decode": [cfg.image_size, channels],
     }
-    decoder = DatasetDecoder(name, root, tuple(sorted(arguments.items())), cfg.image_size, channels)
-    plan = DecodePlan(f"torchvision:{name}/{split}", key, rows.tolist(), decoder, class_names=class_names)
-    return decode_plan(plan, cfg.decode_workers, cfg.cache_dir)
+
+    def plan() -> DecodePlan:
+        dataset = open_torchvision_dataset(name, root, arguments, cfg.download)
+        if len(dataset) == 0:
+            raise ClspError(f"data.root '{cfg.root}': torchvision's {name} {split} split holds no images")
+        rows, labels = np.arange(len(dataset)), dataset_labels(dataset)
+        class_names = class_names_of(dataset, labels)
+        if one_split:
+            if labels is None:
+                raise ClspError(f"torchvision {name}: its labels cannot be read without decoding; use split all")
+            where = f"torchvision {name} in '{cfg.root}'"
+            train_rows, test_rows = stratified_split(labels, cfg.test_fraction, cfg.split_seed, where, class_names)
+            rows = train_rows if split == "train" else test_rows
+        decoder = DatasetDecoder(name, root, tuple(sorted(arguments.items())), cfg.image_size, channels)
+        return DecodePlan(rows.tolist(), decoder, class_names=class_names)
+
+    return load_decoded(f"torchvision:{name}/{split}", key, plan, cfg.decode_workers, cfg.cache_dir)

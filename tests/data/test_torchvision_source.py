@@ -27,6 +27,25 @@ def test_mnist_by_name_reads_torchvision_s_raw_layout(tmp_path: Path) -> None:
     assert rgb.images.shape == (5, 14, 14, 3) and (rgb.images[..., 0] == rgb.images[..., 2]).all()
 
 
+def test_a_cached_split_opens_no_dataset(tmp_path: Path, monkeypatch) -> None:
+    from clsp.data import torchvision_source
+
+    write_split(tmp_path / "MNIST" / "raw", "train", 4, 1, gz=False)  # torchvision checks that both splits are there
+    images, _ = write_split(tmp_path / "MNIST" / "raw", "test", 6, 2, gz=False)
+    cfg = DataConfig(source="torchvision", dataset="MNIST", root=tmp_path, channels=1, cache_dir=tmp_path / "cache")
+    built = load_images(cfg, "test")
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("opened the dataset although its split is cached")
+
+    monkeypatch.setattr(torchvision_source, "open_torchvision_dataset", refuse)
+    again = load_images(cfg, "test")
+    assert again.fingerprint == built.fingerprint and again.class_names == built.class_names
+    np.testing.assert_array_equal(np.asarray(again.images)[..., 0], images)
+    with pytest.raises(AssertionError, match="opened the dataset"):  # another split is not cached
+        load_images(cfg.model_copy(update={"image_size": 14}), "test")
+
+
 def test_missing_files_are_one_line_naming_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ClspError) as caught:
         load_images(DataConfig(source="torchvision", dataset="SVHN", root=tmp_path), "train")
