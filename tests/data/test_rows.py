@@ -75,11 +75,33 @@ def resident_file_bytes() -> int:
     raise AssertionError("no RssFile in /proc/self/status")
 
 
-def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_split(tmp_path: Path, monkeypatch) -> None:
+def walk_statistics(images: ImageRows) -> None:
+    pixel_statistics(images)  # what `clsp data show` computes, 1 MB a chunk here
+
+
+def walk_features(images: ImageRows) -> None:
+    from clsp.evaluation.features import extract_features
+
+    extract_features(lambda x: x.mean((2, 3)), images, (0.5,) * 3, (0.25,) * 3, batch_size=64)  # `clsp eval`
+
+
+def walk_epoch(images: ImageRows) -> None:
+    from clsp.ssl.views import MultiViewDataset
+
+    dataset = MultiViewDataset(images, None, lambda x: x[:, :8, :8].float(), seed=0)  # an SSL epoch's reads
+    for i in range(len(dataset)):
+        dataset[(0, i)]
+
+
+@pytest.mark.parametrize("walk", [walk_statistics, walk_features, walk_epoch])
+def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_split(
+    tmp_path: Path, monkeypatch, walk
+) -> None:
     images = random_images(3000, 64, seed=3)  # 36.9 MB: several times the 4 MB released at
     np.save(tmp_path / "images.npy", images)
     monkeypatch.setattr(rows_module, "RELEASE_BYTES", 4 << 20)
-    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 64 * 64 * 80)  # 80 images (1 MB) a chunk
+    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 64 * 64 * 80)
+    walk(as_rows(images[:200]))  # first calls map in library code: that is not the data's
     mapped, peak = ImageRows.open(tmp_path / "images.npy"), [0]
     read = ImageRows._read
 
@@ -89,10 +111,19 @@ def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_spli
 
     monkeypatch.setattr(ImageRows, "_read", sampled)
     before = resident_file_bytes()
-    statistics = pixel_statistics(mapped)  # what `clsp data show` walks, in 1 MB chunks here
-    assert peak[0] < 8 << 20, peak  # a release plus a chunk or two, not the 36.9 MB split
-    np.testing.assert_allclose(statistics, pixel_statistics(images), rtol=1e-12)
+    walk(mapped)
+    assert 0 < peak[0] < 8 << 20, peak  # a release plus a batch or two, not the 36.9 MB split
     # the same walk over numpy's own map keeps every page it touched
     plain, start = np.load(tmp_path / "images.npy", mmap_mode="r"), resident_file_bytes()
-    pixel_statistics(plain)
+    walk(as_rows(plain))
     assert resident_file_bytes() - start > 30 << 20
+
+
+def test_statistics_of_a_mapped_split_are_numpy_s(tmp_path: Path, monkeypatch) -> None:
+    images = random_images(500, 16, seed=4)
+    np.save(tmp_path / "images.npy", images)
+    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 16 * 16 * 7)
+    mean, std = pixel_statistics(ImageRows.open(tmp_path / "images.npy"))
+    pixels = images.reshape(-1, 3) / 255
+    np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(0), rtol=1e-12)
