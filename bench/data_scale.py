@@ -3,11 +3,13 @@ read it, on a generated folder of noise JPEGs (issue 21).
 
     python bench/data_scale.py --root /tmp/scale --images 150000 --size 96 make
     python bench/data_scale.py --root /tmp/scale --size 96 --workers 1,2 decode
+    python bench/data_scale.py --root /tmp/scale --size 96 [--cold] reopen
     python bench/data_scale.py --root /tmp/scale --size 96 memory -- clsp data show {config}
 
 ``make`` writes ``--images`` random RGB JPEGs (quality 90) in 10 class folders, seeded, skipping files that exist.
 ``decode`` builds a fresh cache entry with each worker count (images/s of the first decode), then opens it again in a
-new process (seconds of ``load_images``, the interpreter and imports excluded). ``memory`` runs a command (``{config}``
+new process (seconds of ``load_images``, the interpreter and imports excluded); ``reopen`` opens ``<root>/cache``'s
+entry again, ``--cold`` after dropping the kernel's caches (root only). ``memory`` runs a command (``{config}``
 is a config for the folder, cache under ``<root>/cache``) and samples every 0.05 s the proportional set size of its
 process tree from /proc: peak total PSS, and peak anonymous PSS (private memory; the rest is file pages, mostly of the
 mapped cache, which the kernel reclaims under pressure) beside the decoded array's size.
@@ -67,12 +69,7 @@ def decode(root: Path, size: int, workers: list[int]) -> None:
         started = time.perf_counter()
         images = load_images(cfg, "all")
         seconds = time.perf_counter() - started
-        reopen = subprocess.run(
-            [sys.executable, "-c", REOPEN, str(root / "images"), str(size), str(cache)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        reopen = _reopen(root, size, cache)
         rows.append(
             {
                 "workers": count,
@@ -80,7 +77,7 @@ def decode(root: Path, size: int, workers: list[int]) -> None:
                 "decoded_gb": images.images.nbytes / 1e9,
                 "first_decode_s": seconds,
                 "images_per_s": len(images) / seconds,
-                "reopen_s": float(reopen.stdout.split()[-1]),
+                "reopen_s": reopen,
             }
         )
         print(json.dumps(rows[-1]))
@@ -97,6 +94,21 @@ started = time.perf_counter()
 load_images(cfg, "all")
 print(time.perf_counter() - started)
 """
+
+
+def _reopen(root: Path, size: int, cache: Path) -> float:
+    """Seconds of ``load_images`` on the entry in ``cache``, in a new process (interpreter and imports excluded)."""
+    command = [sys.executable, "-c", REOPEN, str(root / "images"), str(size), str(cache)]
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def reopen(root: Path, size: int, cold: bool) -> None:
+    """The second open of ``<root>/cache``'s entry; ``cold``: after dropping the kernel's page, dentry and inode
+    caches (root only), as after a reboot."""
+    if cold:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    print(json.dumps({"cold": cold, "reopen_s": _reopen(root, size, root / "cache")}))
 
 
 def _tree_memory(pid: int) -> tuple[int, int]:
@@ -162,11 +174,12 @@ def memory(root: Path, size: int, command: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("make", "decode", "memory"))
+    parser.add_argument("action", choices=("make", "decode", "reopen", "memory"))
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--images", type=int, default=150_000)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--workers", default="1,2", help="decode: worker counts, comma-separated")
+    parser.add_argument("--cold", action="store_true", help="reopen: drop the kernel's caches first (root only)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="memory: -- then the command ({config} is replaced)")
     args = parser.parse_args()
     args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -174,6 +187,8 @@ def main() -> None:
         make(args.root, args.images, args.size)
     elif args.action == "decode":
         decode(args.root, args.size, [int(w) for w in args.workers.split(",")])
+    elif args.action == "reopen":
+        reopen(args.root, args.size, args.cold)
     else:
         memory(args.root, args.size, args.command)
 

@@ -135,7 +135,7 @@ def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot turn {have}-channel images into {channels} channels")
 
 
-def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarray:
+def resize_images(images: np.ndarray, size: int, chunk: int = 256) -> np.ndarray:
     """Resize uint8 ``[N, H, W, C]`` images to ``[N, size, size, C]`` with antialiased bilinear interpolation.
 
     Non-square images are resized on their shorter side, then centre-cropped.

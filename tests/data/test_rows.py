@@ -32,6 +32,7 @@ def test_indexing_a_subset_and_a_resize_give_what_numpy_and_resize_images_give()
     assert resized.shape == (25, 7, 7, 3) and len(resized) == 25 and resized.nbytes == 25 * 7 * 7 * 3
     expected = resize_images(images[rows], 7)
     np.testing.assert_array_equal(resized[:], expected)  # batch by batch = all at once
+    np.testing.assert_array_equal(resize_images(images[rows], 7, chunk=4), expected)
     np.testing.assert_array_equal(resized[[10, 2]], expected[[10, 2]])
     np.testing.assert_array_equal(resized.resized(9)[:], resize_images(images[rows], 9))  # from the source
     assert resized.resized(12)[:].shape == (25, 12, 12, 3) and picked.resized(12) is picked
