@@ -10,7 +10,7 @@ from clsp.cli_args import ConfigArgument, SetOption
 from clsp.config import DEMO_METHODS, load_config, save_resolved_config
 from clsp.diffusion.commands import diffusion_app
 from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
-from clsp.evaluation.commands import compare_command, eval_command
+from clsp.evaluation.commands import compare_command, eval_command, transfer_command
 from clsp.export.commands import export_command, features_command
 from clsp.interrupt import Interrupted, exit_code
 from clsp.positives.commands import positives_app
@@ -32,6 +32,7 @@ app.add_typer(positives_app, name="positives")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("compare")(compare_command)
+app.command("transfer")(transfer_command)
 app.command("export")(export_command)
 app.command("features")(features_command)
 

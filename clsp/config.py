@@ -5,7 +5,7 @@ Defaults are the paper's CIFAR-10 settings (``../shared/docs/method.md`` section
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -338,6 +338,36 @@ class SSLConfig(Section):
     """Also log the per-epoch metrics to TensorBoard (<output_dir>/ssl/tensorboard; needs the tensorboard package)."""
 
 
+MEAN_PER_CLASS_TARGETS = ("FGVCAircraft", "Caltech101", "Flowers102", "OxfordIIITPet")
+"""torchvision classes whose transfer metric is mean per-class accuracy (class-imbalanced; the protocol's choice)."""
+
+
+class TransferTarget(Section):
+    """One dataset a run's frozen encoder is transferred to (``clsp transfer``, docs/transfer.md)."""
+
+    data: DataConfig
+    """Its source, root and splits: ``labeled_split`` is the protocol's training split, ``test_split`` its test;
+    its ``val`` split, when it has one, is the validation split, else a random 20 % of the training split."""
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+-]+$")
+    """Label in tables and the feature cache's folder name; None: the source (``torchvision``: the class)."""
+    metric: Literal["auto", "top1", "mean_per_class"] = "auto"
+    """What C is chosen by and the table leads with; auto: mean per-class accuracy for
+    :data:`MEAN_PER_CLASS_TARGETS`, top-1 otherwise."""
+    max_train: int | None = Field(None, ge=10)
+    """Fit the protocol on this many images of the training split (a random draw, seed 0) to fit a CPU budget;
+    None: all. Validation and test splits are never subsampled."""
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.data.dataset or self.data.source)
+
+    @property
+    def chosen_metric(self) -> Literal["top1", "mean_per_class"]:
+        if self.metric != "auto":
+            return self.metric
+        return "mean_per_class" if self.data.dataset in MEAN_PER_CLASS_TARGETS else "top1"
+
+
 class EvalConfig(Section):
     online_probe: bool = True
     image_size: int | None = Field(None, ge=4, le=1024)
@@ -359,6 +389,15 @@ class EvalConfig(Section):
     label_draws: int = Field(5, ge=1)
     """Label subsets drawn per fraction (fixed by run.seed); accuracies are their mean ± std."""
     embedding_plot: Literal["pca", "tsne"] = "pca"
+    transfer: tuple[TransferTarget, ...] = ()
+    """Datasets ``clsp transfer`` evaluates on when no ``--target`` is given (docs/transfer.md)."""
+
+    @model_validator(mode="after")
+    def _distinct_transfer_names(self) -> "EvalConfig":
+        labels = [target.label for target in self.transfer]
+        if len(set(labels)) < len(labels):
+            raise ValueError(f"transfer targets need distinct names (got {labels}); set name: on each")
+        return self
 
 
 class ExportConfig(Section):
@@ -408,8 +447,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cache_beside_the_runs(self) -> "Config":
-        if self.data.cache_dir is None and self.data.source in CACHED_SOURCES:
-            self.data.cache_dir = self.run.output_dir.parent / "data-cache"
+        for data in (self.data, *(target.data for target in self.eval.transfer)):
+            if data.cache_dir is None and data.source in CACHED_SOURCES:
+                data.cache_dir = self.run.output_dir.parent / "data-cache"
         return self
 
 
@@ -486,7 +526,10 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         parent_model: type[BaseModel] = Config
         for part in error["loc"][:-1]:
-            parent_model = parent_model.model_fields[str(part)].annotation  # type: ignore[assignment]
+            if isinstance(part, int):  # an item of a list of sections (eval.transfer)
+                continue
+            annotation = parent_model.model_fields[str(part)].annotation
+            parent_model = get_args(annotation)[0] if get_args(annotation) else annotation  # type: ignore[assignment]
         return f"unknown key '{loc}' (valid keys here: {', '.join(parent_model.model_fields)})"
     if error["type"] == "value_error":  # raised by a section's own cross-field check; names its fields
         return f"{loc or 'config'}: {error['msg'].removeprefix('Value error, ')}"

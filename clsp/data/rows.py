@@ -2,8 +2,9 @@
 optionally a subset of its rows and resized, so that no stage holds a private copy of a split.
 
 Reading a mapped file puts its pages in the reading process's resident set (the kernel keeps them in the page cache
-either way); :class:`ImageRows` hands them back every :data:`RELEASE_BYTES` read, so the resident set of a stage that
-walks a whole split (an epoch, a feature pass, a fingerprint) stays near its batch, not the split.
+either way), and a fault may map a whole large page-cache folio around the row read (up to 2 MB); :class:`ImageRows`
+hands the :data:`RELEASE_ALIGN`-aligned windows it read back right after copying them out, so the resident set of a
+stage that walks a whole split (an epoch, a feature pass, a fingerprint) stays near its batch, not the split.
 """
 
 import mmap
@@ -15,15 +16,16 @@ import torch
 
 from clsp.data.imageset import resize_images
 
-RELEASE_BYTES = 64 << 20
-"""Bytes of a mapped file read between two releases of its pages from the resident set."""
+RELEASE_ALIGN = 2 << 20
+"""Pages of a mapped file are released in windows of this alignment (the largest folio a fault maps)."""
 
 Index = int | slice | np.ndarray | torch.Tensor | list[int]
 
 
 def map_npy(path: Path) -> tuple[mmap.mmap, np.ndarray]:
     """The uint8 C-order array of the ``.npy`` at ``path``, mapped read-only (shared: its pages are the page
-    cache's), and its mapping. ValueError when the file is not such an array or is shorter than its header says."""
+    cache's), and its mapping (the whole file: the array starts at its header's length). ValueError when the file
+    is not such an array or is shorter than its header says."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         if version not in ((1, 0), (2, 0)):
@@ -34,7 +36,7 @@ def map_npy(path: Path) -> tuple[mmap.mmap, np.ndarray]:
         if dtype != np.uint8 or fortran:
             raise ValueError(f"{dtype} {'Fortran' if fortran else 'C'}-order array, not uint8 C-order")
         size = offset + int(np.prod(shape))
-        if path.stat().st_size < size:
+        if path.stat().st_size != size:
             raise ValueError(f"{path.stat().st_size} bytes, its header says {size}")
         mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     return mapping, np.frombuffer(mapping, np.uint8, int(np.prod(shape)), offset).reshape(shape)
@@ -59,7 +61,6 @@ class ImageRows:
         if source.dtype != np.uint8 or source.ndim != 4:
             raise ValueError(f"ImageRows needs uint8 [N,H,W,C], got {source.dtype} {source.shape}")
         self.source, self.rows, self.size, self.path, self._mapping = source, rows, size, path, mapping
-        self._unreleased = 0
         h, w, c = source.shape[1:]
         self.shape = (len(source) if rows is None else len(rows), *((size, size) if size else (h, w)), c)
 
@@ -95,14 +96,17 @@ class ImageRows:
         if isinstance(index, torch.Tensor):
             index = index.numpy()
         single = isinstance(index, int | np.integer)
-        if isinstance(index, slice):  # a copy, so that nothing holds on to the map's pages
-            out = self.source[index].copy() if self.rows is None else self.source[self.rows[index]]
+        if isinstance(index, slice):
+            at = np.arange(len(self))[index]
         else:
             at = np.asarray([index] if single else index, np.int64)
             if at.ndim != 1:
                 raise TypeError(f"ImageRows take an int, a slice or a 1-D integer array, not {type(index).__name__}")
-            out = self.source[at if self.rows is None else self.rows[at]]
-        self._read(out.nbytes)
+        rows = at if self.rows is None else self.rows[at]
+        contiguous = isinstance(index, slice) and self.rows is None and (index.step or 1) == 1
+        # a copy either way, so that nothing holds on to the map's pages
+        out = self.source[rows[0] : rows[-1] + 1].copy() if contiguous and len(rows) else self.source[rows]
+        self._release(rows)
         if self.size is not None:
             out = resize_images(out, self.size)
         return out[0] if single else out
@@ -110,16 +114,25 @@ class ImageRows:
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         return self[:] if dtype is None else self[:].astype(dtype)
 
-    def _read(self, nbytes: int) -> None:
-        if self._mapping is None:
+    def _release(self, rows: np.ndarray) -> None:
+        """Drop from this process's resident set the aligned windows of the mapped file that ``rows`` (source row
+        indices) lie in; the page cache keeps them for the next reader."""
+        if self._mapping is None or not len(rows):
             return
-        self._unreleased += nbytes
-        if self._unreleased >= RELEASE_BYTES:
-            self._mapping.madvise(mmap.MADV_DONTNEED)
-            self._unreleased = 0
+        row_bytes = int(np.prod(self.source.shape[1:]))
+        offset = len(self._mapping) - len(self.source) * row_bytes  # the .npy header
+        first = np.sort((offset + rows * row_bytes) // RELEASE_ALIGN)
+        last = np.sort((offset + (rows + 1) * row_bytes - 1) // RELEASE_ALIGN)
+        reach = np.maximum.accumulate(last)
+        breaks = np.flatnonzero(first[1:] > reach[:-1] + 1) + 1  # merge overlapping and adjacent windows
+        for start, end in zip(first[np.r_[0, breaks]], reach[np.r_[breaks - 1, len(first) - 1]], strict=True):
+            begin = int(start) * RELEASE_ALIGN
+            self._mapping.madvise(
+                mmap.MADV_DONTNEED, begin, min((int(end) + 1) * RELEASE_ALIGN, len(self._mapping)) - begin
+            )
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__, _mapping=None, _unreleased=0)
+        state = dict(self.__dict__, _mapping=None)
         if self.path is not None:
             state["source"] = None
         return state

@@ -48,3 +48,42 @@ def compare_command(
     print_table("comparison (accuracies in %)", headers, rows)
     if markdown is not None:
         atomic_write_text(markdown, markdown_table(headers, rows))
+
+
+def transfer_command(
+    config: ConfigArgument,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="A dataset to transfer to (repeatable): a source name (fashion_mnist, digits) or key=value pairs, "
+            "e.g. source=torchvision,dataset=DTD,root=/data/dtd or source=folder,root=/data/pets,max_train=5000 "
+            "(name=, metric=top1|mean_per_class, max_train= belong to the target, the rest to its data). "
+            "Default: the config's eval.transfer.",
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="The run folder (default: the config's run.output_dir).")
+    ] = None,
+    overrides: SetOption = None,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
+    ] = "auto",
+) -> None:
+    """Transfer a trained, evaluated run's frozen encoder to other datasets by the standard linear protocol
+    (Kornblith et al. 2019, as Ericsson et al. 2021 run it): features without augmentation, a multinomial logistic
+    regression (L-BFGS) whose C = 1/wd is chosen over wd in logspace(-6, 5, 45) on the official validation split or
+    a random 20 % of train, refitted on train + validation and scored on test; beside it weighted kNN (k 20).
+    Features are cached in <run>/transfer/<target>/; results join <run>/eval/metrics.json and report.md
+    (docs/transfer.md)."""
+    from clsp.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    from clsp.evaluation.transfer import parse_target, transfer_run, transfer_table
+    from clsp.progress import print_table
+
+    chosen = tuple(parse_target(spec) for spec in targets) if targets else cfg.eval.transfer
+    results = transfer_run(cfg, chosen, run, device)
+    headers, rows = transfer_table(results)
+    print_table("transfer (accuracies in %)", headers, rows)

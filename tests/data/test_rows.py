@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from clsp.data import imageset
-from clsp.data import rows as rows_module
 from clsp.data.imageset import pixel_statistics, resize_images
 from clsp.data.rows import ImageRows, as_rows, map_npy
 
@@ -64,6 +63,11 @@ def test_a_truncated_or_foreign_npy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="its header says"):
         map_npy(tmp_path / "images.npy")
     np.save(tmp_path / "floats.npy", np.zeros((2, 3, 3, 1), np.float32))
+    np.save(tmp_path / "images.npy", random_images(4, 6))
+    with open(tmp_path / "images.npy", "ab") as f:
+        f.write(b"extra")
+    with pytest.raises(ValueError, match="its header says"):
+        map_npy(tmp_path / "images.npy")
     with pytest.raises(ValueError, match="not uint8"):
         map_npy(tmp_path / "floats.npy")
 
@@ -98,22 +102,21 @@ def walk_epoch(images: ImageRows) -> None:
 def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_split(
     tmp_path: Path, monkeypatch, walk
 ) -> None:
-    images = random_images(3000, 64, seed=3)  # 36.9 MB: several times the 4 MB released at
+    images = random_images(3000, 64, seed=3)  # 36.9 MB, many release windows
     np.save(tmp_path / "images.npy", images)
-    monkeypatch.setattr(rows_module, "RELEASE_BYTES", 4 << 20)
     monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 64 * 64 * 80)
     walk(as_rows(images[:200]))  # first calls map in library code: that is not the data's
     mapped, peak = ImageRows.open(tmp_path / "images.npy"), [0]
-    read = ImageRows._read
+    release = ImageRows._release
 
-    def sampled(self: ImageRows, nbytes: int) -> None:
-        read(self, nbytes)
-        peak[0] = max(peak[0], resident_file_bytes() - before)
+    def sampled(self: ImageRows, rows: np.ndarray) -> None:
+        peak[0] = max(peak[0], resident_file_bytes() - before)  # what a read left mapped, before its release
+        release(self, rows)
 
-    monkeypatch.setattr(ImageRows, "_read", sampled)
+    monkeypatch.setattr(ImageRows, "_release", sampled)
     before = resident_file_bytes()
     walk(mapped)
-    assert 0 < peak[0] < 8 << 20, peak  # a release plus a batch or two, not the 36.9 MB split
+    assert 0 < peak[0] < 8 << 20, peak  # a batch and the windows around it, not the 36.9 MB split
     # the same walk over numpy's own map keeps every page it touched
     plain, start = np.load(tmp_path / "images.npy", mmap_mode="r"), resident_file_bytes()
     walk(as_rows(plain))
