@@ -219,6 +219,11 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     if store is not None:
         files["positives"] = str(out / "positives.png")
     metrics["files"] = files
+    from clsp.atomic import file_sha256
+    from clsp.evaluation.transfer import kept_transfer
+
+    # transfer figures of this very encoder stay (`clsp transfer` added them); a retrained one drops them
+    metrics["transfer"] = kept_transfer(out / METRICS_FILE, file_sha256(ssl_dir / "backbone.safetensors"))
     seconds = time.perf_counter() - started
     metrics["eval_seconds"] = seconds
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1))

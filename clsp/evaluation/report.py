@@ -39,14 +39,21 @@ def _label_efficient(m: Metrics, fraction: str, key: str) -> float | None:
     return (m.get("label_efficient") or {}).get(fraction, {}).get(key)
 
 
+def _transfer(m: Metrics, target: str) -> float | None:
+    return ((m.get("transfer") or {}).get(target) or {}).get("score")
+
+
 def columns(runs: Sequence[Metrics]) -> dict[str, Callable[[Metrics], float | None]]:
-    """The accuracy columns, one linear and one kNN column per label fraction any run has, the alignment columns."""
+    """The accuracy columns, one linear and one kNN column per label fraction any run has, one ``transfer <target>``
+    column (the target's own metric) per transfer target any run has, the alignment columns."""
     fractions = sorted({f for m in runs for f in m.get("label_efficient") or {}}, key=lambda f: float(f[:-1]))
     few: dict[str, Callable[[Metrics], float | None]] = {}
     for f in fractions:
         few[f"linear {f}"] = lambda m, f=f: _label_efficient(m, f, "linear_top1")
         few[f"kNN {f}"] = lambda m, f=f: _label_efficient(m, f, "knn_top1")
-    return {**ACCURACY_COLUMNS, **few, **ALIGNMENT_COLUMNS}
+    targets = sorted({t for m in runs for t in m.get("transfer") or {}})
+    transfer = {f"transfer {t}": lambda m, t=t: _transfer(m, t) for t in targets}
+    return {**ACCURACY_COLUMNS, **few, **transfer, **ALIGNMENT_COLUMNS}
 
 
 def comparison_rows(runs: Sequence[Metrics], group: bool) -> tuple[list[str], list[list[str]]]:
@@ -100,6 +107,22 @@ def _quality_section(scores: Metrics | None) -> list[str]:
     ]
 
 
+def _transfer_section(transfer: Metrics) -> list[str]:
+    if not transfer:
+        return []
+    from clsp.evaluation.transfer import transfer_table
+
+    headers, rows = transfer_table(transfer)
+    return [
+        "## Transfer (`clsp transfer`, docs/transfer.md)\n",
+        markdown_table(headers, rows),
+        "Frozen features, no augmentation; multinomial logistic regression (L-BFGS), C = 1/wd chosen over wd in "
+        "logspace(-6, 5, 45) on the validation split by the target's metric, refitted on train + validation, "
+        "scored on test (Kornblith et al. 2019; Ericsson et al. 2021); kNN: the train + validation features as the "
+        "bank, cosine votes. Column `transfer <target>` of `clsp compare` is the target's metric.\n",
+    ]
+
+
 def write_report(metrics: Metrics, path: Path) -> Path:
     """``report.md`` for one evaluated run: the headline table, kNN over k, the alignment term and the plots."""
     knn, linear = metrics["knn"], metrics["linear"]
@@ -119,6 +142,7 @@ def write_report(metrics: Metrics, path: Path) -> Path:
         "- Alignment: mean ‖f̂(x) − f̂(s)‖² (= 2 − 2·cos) between the normalised backbone features of an anchor and "
         "its synthetic positives, beside the same for two augmented views of one image and for random pairs of "
         "training images; lower = closer.\n",
+        *_transfer_section(metrics.get("transfer") or {}),
         *_quality_section(metrics.get("positives_quality")),
         "## kNN top-1 over k\n",
         markdown_table(["k", *knn["top1_by_k"]], [["top-1 %", *(f"{v:.2f}" for v in knn["top1_by_k"].values())]]),
