@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clsp.atomic import atomic_write_text
-from clsp.config import UNRECORDED_DATA_FIELDS, Config, load_config, save_resolved_config
+from clsp.config import UNRECORDED_DATA_FIELDS, Config, TransferTarget, load_config, save_resolved_config
 from clsp.differences import describe_differences, field_differences
 from clsp.errors import ClspError
 from clsp.interrupt import interrupted_error
@@ -48,6 +48,8 @@ QUICK_OVERRIDES = (
     "eval.linear_milestones=[6, 8]",
 )
 """``--quick``: a smoke test of every stage in about a minute (one seed); its numbers mean nothing."""
+QUICK_TRANSFER_TRAIN = 500
+"""``--quick``: transfer targets fit on at most this many training images."""
 DEFAULT_SEEDS = 3
 """Seeds every variant is trained with unless ``--seed`` says otherwise: a verdict needs a seed spread."""
 RESULT_FILE = "demo.json"
@@ -135,6 +137,8 @@ def stage_settings(cfg: Config, parts: Sequence[str], root: Path) -> dict[str, A
     dump = cfg.model_dump(mode="json")
     for name in UNRECORDED_DATA_FIELDS:
         del dump["data"][name]
+    if "eval.transfer" not in parts:  # the transfer stage's own setting: adding a target redoes no evaluation
+        del dump["eval"]["transfer"]
     chosen = {}
     for part in parts:
         value = dump
@@ -237,6 +241,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
     from clsp.evaluation.evaluate import evaluate_run
     from clsp.evaluation.plots import read_metrics, training_curves
     from clsp.evaluation.report import comparison_rows
+    from clsp.evaluation.transfer import transfer_run
     from clsp.evaluation.verdict import differences, headline
     from clsp.positives.generate import generate_positives, store_path
     from clsp.positives.inspect import store_quality
@@ -274,6 +279,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
         stages = ["diffusion", "positives", "score positives"]
 
     runs: list[dict[str, Any]] = []
+    targets = available_targets(cfg)
     for seed in seeds:
         for variant in rows:
             run = run_config(cfg, seed, variant)
@@ -289,6 +295,14 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
                 run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ()), "eval"), root
             )
             ledger.run(stages[-1], eval_settings, lambda resume, run=run: evaluate_run(run))
+            if targets:
+                stages.append(f"transfer {variant.name} seed {seed}")
+                transfer_settings = {
+                    **stage_settings(run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ())), root),
+                    "eval.transfer": [t.model_dump(mode="json") for t in targets],
+                    "eval.knn_temperature": run.eval.knn_temperature,
+                }
+                ledger.run(stages[-1], transfer_settings, lambda resume, run=run: transfer_run(run, targets))
             runs.append(json.loads((run.run.output_dir / "eval" / "metrics.json").read_text()))
 
     first = {v.name: run_config(cfg, seeds[0], v).run.output_dir / "ssl" / "metrics.jsonl" for v in rows}
@@ -339,6 +353,22 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
     return result
 
 
+def available_targets(cfg: Config) -> tuple[TransferTarget, ...]:
+    """The ``eval.transfer`` targets whose files are here (a missing one is skipped with a note: the digits demo
+    transfers to Fashion-MNIST only where Debian's dataset-fashion-mnist is installed)."""
+    from clsp.data import load_images
+
+    found = []
+    for target in cfg.eval.transfer:
+        try:
+            load_images(target.data, target.data.test_split)
+        except ClspError as e:
+            console.print(f"[yellow]note:[/] no transfer to {target.label} ({str(e).split(';')[0]})")
+            continue
+        found.append(target)
+    return tuple(found)
+
+
 def _use_pretrained(cfg: Config) -> None:
     """The diffusion stage with ``diffusion.pretrained``: no training; load (and check) it and draw its samples."""
     from clsp.diffusion.train import save_samples
@@ -373,7 +403,13 @@ def _stage_rows(
     if shared and cfg.diffusion.pretrained is not None:
         table[0][0] = f"diffusion (pretrained {cfg.diffusion.pretrained}: samples only)"
     for v in rows:
-        for prefix, label in (("", f"train {v.name}"), ("eval ", f"eval {v.name}")):
+        for prefix, label in (
+            ("", f"train {v.name}"),
+            ("eval ", f"eval {v.name}"),
+            ("transfer ", f"transfer {v.name}"),
+        ):
+            if f"{prefix}{v.name} seed {seeds[0]}" not in seconds:
+                continue  # no transfer target
             times = [seconds[f"{prefix}{v.name} seed {s}"] for s in seeds]
             table.append([label + (" (mean per seed)" if len(seeds) > 1 else ""), f"{sum(times) / len(times):.0f}"])
     table.append(["total", f"{sum(seconds.values()):.0f}"])
@@ -439,5 +475,10 @@ def demo(
     retrain = ["diffusion.pretrained=null"] if train_diffusion else []
     rows = [f"demo.methods=[{', '.join(methods)}]"] if methods else []
     cfg = load_config(config, [*prefix, *overrides, *retrain, *rows])
+    if quick:
+        cap = QUICK_TRANSFER_TRAIN
+        cfg.eval.transfer = tuple(
+            t.model_copy(update={"max_train": min(t.max_train or cap, cap)}) for t in cfg.eval.transfer
+        )
     default = [cfg.run.seed + i for i in range(1 if quick else DEFAULT_SEEDS)]
     return run_demo(cfg, list(seeds) if seeds else default, overwrite)

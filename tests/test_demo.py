@@ -17,16 +17,17 @@ from clsp.errors import ClspError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHT = load_config(REPO_ROOT / "configs" / "digits.yaml").ssl.clsp_weight
 CLSP_LABEL = f"CLSP-SimCLR (λ={WEIGHT:g})"
+FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir()
+"""configs/digits.yaml transfers each row to Fashion-MNIST where Debian's dataset-fashion-mnist is installed."""
 STAGES = [
     "diffusion",
     "positives",
     "score positives",
-    "simclr seed 0",
-    "eval simclr seed 0",
-    "clsp-simclr seed 0",
-    "eval clsp-simclr seed 0",
-    "simclr-real3 seed 0",
-    "eval simclr-real3 seed 0",
+    *(
+        f"{stage}{row} seed 0"
+        for row in ("simclr", "clsp-simclr", "simclr-real3")
+        for stage in ("", "eval ", *(("transfer ",) if FASHION else ()))
+    ),
 ]
 CONTROL_LABEL = f"SimCLR + real 3rd view (λ={WEIGHT:g})"
 
@@ -59,8 +60,8 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
     assert all(s > 0 for s in summary["stage_seconds"].values())
     headers, rows = summary["table"]["headers"], summary["table"]["rows"]
     assert [row[0] for row in rows] == ["SimCLR", CLSP_LABEL, CONTROL_LABEL]
-    assert "linear 1%" in headers and "kNN 10%" in headers
-    assert len(summary["verdict"]) == 2 * 3 and all(
+    assert "linear 1%" in headers and "kNN 10%" in headers and ("transfer fashion_mnist" in headers) == FASHION
+    assert len(summary["verdict"]) == 2 * (3 + FASHION) and all(
         "one seed" in line or "more seeds" in line for line in summary["verdict"]
     )
     markdown = (demo_dir / "demo.md").read_text()
@@ -93,6 +94,10 @@ def test_quick_demo_writes_every_promised_file(demo_dir: Path) -> None:
             0 <= m["positives_quality"]["class_kept"] <= 1 and "## Positive quality" in (out / "report.md").read_text()
         )
         assert m["training"]["epoch"] == 2
+        if FASHION:  # --quick fits the transfer on 500 Fashion-MNIST training images, scores all 10,000 test ones
+            t = m["transfer"]["fashion_mnist"]
+            assert (t["num_train"], t["num_val"], t["num_test"], t["image_size"]) == (400, 100, 10000, 16)
+            assert 10 <= t["top1"] <= 100 and "## Transfer" in (out / "report.md").read_text()
         report = (out / "report.md").read_text()
         assert label in report and f"{m['linear']['top1']:.2f}" in report and f"{knn['fixed_top1']:.2f}" in report
         assert sorted(m["files"]) == ["curves", "embedding", "positives"]
@@ -131,7 +136,7 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
     assert two.stdout.count("skipped") == len(STAGES)  # seed 0 and the shared stages are reused: seed 1 only trains
     assert all((demo_dir / "seed1" / v / "eval" / "metrics.json").is_file() for v in ("simclr", "clsp-simclr"))
     summary = json.loads((demo_dir / "demo.json").read_text())
-    assert summary["seeds"] == [0, 1] and len(summary["verdict"]) == 6
+    assert summary["seeds"] == [0, 1] and len(summary["verdict"]) == 2 * (3 + FASHION)
     assert all("95% CI" in line and "over 2 paired seeds" in line for line in summary["verdict"])
     assert {row[0] for row in summary["differences"]["rows"]} == {
         f"{CLSP_LABEL} vs SimCLR",

@@ -97,7 +97,8 @@ def differences(runs: Sequence[Metrics], a: str, b: str) -> list[Difference]:
 
 def headline(diffs: Sequence[Difference]) -> list[Difference]:
     """The linear probes that decide the verdict: full-label top-1 (the paper's metric), then the label-efficient
-    ones, fewest labels first."""
+    ones, fewest labels first, then each transfer target's linear protocol."""
     few = [d for d in diffs if d.metric.startswith("linear ") and d.metric.endswith("%")]
     full = [d for d in diffs if d.metric == "linear top-1"]
-    return full + sorted(few, key=lambda d: float(d.metric.split()[1][:-1]))
+    transfer = [d for d in diffs if d.metric.startswith("transfer ")]
+    return full + sorted(few, key=lambda d: float(d.metric.split()[1][:-1])) + transfer
