@@ -57,8 +57,19 @@ def parse_target(spec: str) -> TransferTarget:
 
 
 def protocol_splits(data: DataConfig) -> tuple[str, str | None, str]:
-    """``(train, validation or None, test)`` split names: None when the target has no official validation split."""
-    val = "val" if "val" in data.splits and "val" not in (data.labeled_split, data.test_split) else None
+    """``(train, validation or None, test)`` split names: None when the target has no validation split of its own
+    (a folder's ``val/`` that its test split reads, for want of a ``test/``, is not one)."""
+    names = data.splits
+    if data.source == "folder":
+        from clsp.data.folder_splits import folder_splits
+
+        where = folder_splits(data)
+        names = tuple(
+            n
+            for n in where
+            if n == "val" and data.test_split in where and not where[n].overlaps(where[data.test_split])
+        )
+    val = "val" if "val" in names and "val" not in (data.labeled_split, data.test_split) else None
     return data.labeled_split, val, data.test_split
 
 

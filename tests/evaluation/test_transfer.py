@@ -103,3 +103,16 @@ def test_transfer_refuses_a_run_that_was_not_evaluated(tmp_path: Path) -> None:
         transfer_run(cfg, (parse_target("digits"),))
     with pytest.raises(ClspError, match="no transfer target"):
         transfer_run(cfg, ())
+
+
+def test_a_folder_s_own_val_validates_unless_its_test_split_reads_it(tmp_path: Path) -> None:
+    from clsp.evaluation.transfer import protocol_splits
+    from tests.data.test_cache import write_folder
+
+    for split in ("train", "val", "test"):
+        write_folder(tmp_path / "three" / split, 4)
+    assert protocol_splits(DataConfig(source="folder", root=tmp_path / "three")) == ("train", "val", "test")
+    for split in ("train", "val"):
+        write_folder(tmp_path / "two" / split, 4)
+    assert protocol_splits(DataConfig(source="folder", root=tmp_path / "two")) == ("train", None, "test")
+    assert protocol_splits(DataConfig(source="fashion_mnist")) == ("train", None, "test")
