@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.clsp-installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo benchmark test lint format clean
+.PHONY: install demo benchmark test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# for development: the suite without the tests marked slow
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -19,8 +19,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clsp.config import Config, load_config
+from clsp.contrastive.backbones import Projector, build_backbone
 from clsp.diffusion.unet import InterpolatingDenoiser, build_unet
-from clsp.ssl.backbones import Projector, build_backbone
 
 TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 100_000, "digits": 1_347}
 COUNT_BATCH = 4

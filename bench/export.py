@@ -19,6 +19,7 @@ import torch
 from denoiser import median_times  # bench/denoiser.py: run as a script, bench/ is on sys.path
 
 from clsp.config import ExportConfig
+from clsp.contrastive.backbones import build_backbone
 from clsp.diffusion.sampler import SamplerSettings
 from clsp.diffusion.unet import InterpolatingDenoiser, build_unet
 from clsp.errors import ClspError
@@ -26,7 +27,6 @@ from clsp.export.artifacts import FORMATS
 from clsp.export.build import devices, export_model
 from clsp.export.specs import ModelSpec, denoiser_spec, encoder_spec
 from clsp.runtime.load import open_artifact
-from clsp.ssl.backbones import build_backbone
 
 BACKEND_NAMES = {"onnx": "ort", "torchscript": "torchscript", "pt2": "pt2", "trt": "trt"}
 

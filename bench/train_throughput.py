@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from clsp.config import SSLConfig
+from clsp.contrastive.methods import build_method
+from clsp.contrastive.views import GlobalBatchSampler, MultiViewDataset
 from clsp.data.augment import DATASET_STATS, build_augmentation
 from clsp.positives.store import PositiveStore
-from clsp.ssl.methods import build_method
-from clsp.ssl.views import GlobalBatchSampler, MultiViewDataset
 
 
 def make_dataset(root: Path, n: int, k: int) -> MultiViewDataset:

@@ -8,6 +8,7 @@ import typer
 
 from clsp.cli_args import ConfigArgument, SetOption
 from clsp.config import DEMO_METHODS, load_config, save_resolved_config
+from clsp.contrastive.commands import train_command
 from clsp.diffusion.commands import diffusion_app
 from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
 from clsp.evaluation.commands import compare_command, eval_command, transfer_command
@@ -15,7 +16,6 @@ from clsp.export.commands import export_command, features_command
 from clsp.interrupt import Interrupted, exit_code
 from clsp.positives.commands import positives_app
 from clsp.progress import print_error, print_summary, status_console
-from clsp.ssl.commands import train_command
 
 app = typer.Typer(
     help="Contrastive Learning with Synthetic Positives (Zeng et al., ECCV 2024). "

@@ -237,6 +237,7 @@ it was evaluated (none when its rows ran first, as in a demo of baselines only).
 def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict[str, Any]:
     """Run every stage of the demo for ``seeds`` (see the module docstring); returns what ``demo.json`` holds.
     ``overwrite`` redoes the stages whose settings changed since they ran in this folder (see :class:`StageLedger`)."""
+    from clsp.contrastive.train import train_ssl
     from clsp.diffusion.train import train_diffusion
     from clsp.evaluation.evaluate import evaluate_run
     from clsp.evaluation.plots import read_metrics, training_curves
@@ -247,7 +248,6 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
     from clsp.positives.inspect import store_quality
     from clsp.positives.quality import quality_rows
     from clsp.positives.store import PositiveStore
-    from clsp.ssl.train import train_ssl
 
     if cfg.data.source != "digits":
         console.print(f"[yellow]note:[/] the demo runs every stage on {cfg.data.source}; budget accordingly")

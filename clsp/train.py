@@ -1,17 +1,9 @@
-"""The ``accelerate launch`` entry point for self-supervised training; the loop is :mod:`clsp.ssl.train`.
+"""The ``accelerate launch`` entry point for self-supervised training; the loop is :mod:`clsp.contrastive.train`.
 
 Run as ``accelerate launch clsp/train.py --config configs/digits.yaml [--set k=v ...] [--positives DIR] [--resume]
 [--overwrite] [--max-steps N]`` (or ``torchrun --nproc_per_node N clsp/train.py ...``); ``clsp train CONFIG`` does the same in
 one process.
 """
-
-import os
-import sys
-
-# Run as a script, Python puts this file's folder (clsp/) first on sys.path, and clsp/ssl/ would then shadow the
-# standard library's ssl module for everything imported below. Only sys and os may be imported before this.
-if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
 
 from pathlib import Path
 
@@ -24,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, help="stop (saving the state) after this many steps in all")
     args = parser.parse_args(argv)
     overrides = args.overrides + ([f"ssl.positives={args.positives}"] if args.positives else [])
-    from clsp.ssl.train import run_training  # torch loads slowly: only once the arguments parsed
+    from clsp.contrastive.train import run_training  # torch loads slowly: only once the arguments parsed
 
     run_script(parser, lambda: run_training(args.config, overrides, args.resume, args.max_steps, args.overwrite))
 

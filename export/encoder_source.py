@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clsp.config import Config
+from clsp.contrastive.backbones import CONFIG_FILE, WEIGHTS_FILE
 from clsp.demo import RESULT_FILE, demo_result_run
 from clsp.errors import ClspError
-from clsp.ssl.backbones import CONFIG_FILE, WEIGHTS_FILE
 
 LISTED = 4
 """Run folders named at most in the error that suggests ``--run``."""

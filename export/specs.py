@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from clsp.config import Config
+from clsp.contrastive.backbones import load_backbone
 from clsp.diffusion.sampler import SamplerSettings
 from clsp.diffusion.unet import InterpolatingDenoiser, load_trained_unet
 from clsp.export.contract import denoiser_contract, encoder_contract
 from clsp.export.encoder_source import find_encoder
 from clsp.positives.generate import unet_content_hash  # hashes any module's state dict
-from clsp.ssl.backbones import load_backbone
 
 Kind = Literal["denoiser", "encoder"]
 KINDS: tuple[Kind, ...] = ("denoiser", "encoder")

@@ -27,3 +27,22 @@ def test_subpackages_import(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["clsp.export", "clsp.runtime"]
+
+
+def test_no_package_module_shadows_the_standard_library() -> None:
+    """``accelerate launch clsp/train.py`` puts clsp/ first on sys.path: no name directly in it may be a stdlib
+    module's (clsp/ssl/ once shadowed ``ssl`` for urllib and huggingface)."""
+    names = {p.stem for p in (REPO_ROOT / "clsp").iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert not names & set(sys.stdlib_module_names)
+
+
+def test_training_script_runs_with_its_folder_first_on_sys_path(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "clsp" / "train.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--config" in result.stdout

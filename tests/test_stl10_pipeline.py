@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from clsp.config import Config, load_config
+from clsp.contrastive.backbones import load_backbone
+from clsp.contrastive.train import train_ssl
 from clsp.evaluation.evaluate import evaluate_run
 from clsp.positives.store import PositiveStore
-from clsp.ssl.backbones import load_backbone
-from clsp.ssl.train import train_ssl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"unlabeled": 32, "train": 30, "test": 20}

@@ -146,7 +146,7 @@ RESUME_SAFE = frozenset(
         "diffusion.pretrained",
     }
 )
-"""Settings a resumed DDPM run may change (see clsp.ssl.train.RESUME_SAFE)."""
+"""Settings a resumed DDPM run may change (see clsp.contrastive.train.RESUME_SAFE)."""
 
 
 def train_diffusion(cfg: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:

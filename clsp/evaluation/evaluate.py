@@ -123,7 +123,7 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     ``device``: ``auto`` (a CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     """
     from clsp.accelerator import describe_device, pick_device
-    from clsp.ssl.backbones import load_backbone
+    from clsp.contrastive.backbones import load_backbone
 
     requested, device = device, pick_device(device)
 

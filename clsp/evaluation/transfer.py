@@ -203,9 +203,9 @@ def transfer_run(
     """Transfer the frozen encoder of ``run`` (default ``run.output_dir``; ``clsp train`` and ``clsp eval`` done)
     to each target; the results join ``<run>/eval/metrics.json`` (``transfer``) and ``report.md``."""
     from clsp.accelerator import pick_device
+    from clsp.contrastive.backbones import WEIGHTS_FILE, load_backbone
     from clsp.evaluation.evaluate import METRICS_FILE
     from clsp.evaluation.report import write_report
-    from clsp.ssl.backbones import WEIGHTS_FILE, load_backbone
 
     if not targets:
         raise ClspError("no transfer target: pass --target (e.g. --target fashion_mnist) or set eval.transfer")

@@ -100,8 +100,8 @@ def score(
     rows = {"store": root, "dataset": scores["dataset"], **quality_rows(scores)}
     ssl_dir = cfg.run.output_dir / "ssl"
     if (ssl_dir / "backbone.safetensors").is_file():
+        from clsp.contrastive.backbones import load_backbone
         from clsp.evaluation.evaluate import store_feature_hardness
-        from clsp.ssl.backbones import load_backbone
 
         encoder, spec = load_backbone(ssl_dir)
         f = store_feature_hardness(store, store_dataset(store, cfg)[1], encoder, spec, cfg, scores["num_anchors"])

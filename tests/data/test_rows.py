@@ -91,7 +91,7 @@ def walk_features(images: ImageRows) -> None:
 
 
 def walk_epoch(images: ImageRows) -> None:
-    from clsp.ssl.views import MultiViewDataset
+    from clsp.contrastive.views import MultiViewDataset
 
     dataset = MultiViewDataset(images, None, lambda x: x[:, :8, :8].float(), seed=0)  # an SSL epoch's reads
     for i in range(len(dataset)):

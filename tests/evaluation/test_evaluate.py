@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from clsp.config import load_config
+from clsp.contrastive.backbones import build_backbone, save_backbone
 from clsp.data import load_images
 from clsp.errors import ClspError
 from clsp.evaluation.evaluate import evaluate_run, read_run_metrics
 from clsp.positives.store import PositiveStore
-from clsp.ssl.backbones import build_backbone, save_backbone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METRICS = {

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from clsp.config import DataConfig, TransferTarget
+from clsp.contrastive.backbones import build_backbone, save_backbone
 from clsp.data import load_images
 from clsp.data.imageset import resize_images, to_channels
 from clsp.errors import ClspError
@@ -17,7 +18,6 @@ from clsp.evaluation import transfer as transfer_module
 from clsp.evaluation.evaluate import evaluate_run, read_run_metrics
 from clsp.evaluation.report import comparison_rows
 from clsp.evaluation.transfer import parse_target, target_features, target_images, transfer_run
-from clsp.ssl.backbones import build_backbone, save_backbone
 from tests.data.test_mnist import write_split
 from tests.evaluation.test_evaluate import random_run
 

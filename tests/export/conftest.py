@@ -9,8 +9,8 @@ from torch import nn
 from typer.testing import CliRunner, Result
 
 from clsp.config import Config, load_config
+from clsp.contrastive.backbones import build_backbone, save_backbone
 from clsp.diffusion.unet import build_unet
-from clsp.ssl.backbones import build_backbone, save_backbone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = [

@@ -10,12 +10,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clsp.contrastive.train import train_ssl
 from clsp.data import ImageSet, load_images
 from clsp.errors import ClspError
 from clsp.export.artifacts import METADATA_FILE, artifact_dir
 from clsp.export.commands import export_command, features_command
 from clsp.runtime.features import encode_images
-from clsp.ssl.train import train_ssl
 
 app = typer.Typer()
 app.command("export")(export_command)

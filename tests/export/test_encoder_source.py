@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from clsp.contrastive.backbones import load_backbone, save_backbone
 from clsp.data import ImageSet, load_images
 from clsp.demo import RESULT_FILE, result_encoder
 from clsp.errors import ClspError
 from clsp.export.artifacts import METADATA_FILE, artifact_dir
 from clsp.positives.generate import unet_content_hash
 from clsp.runtime.features import encode_images
-from clsp.ssl.backbones import load_backbone, save_backbone
 
 
 def perturbed_copy(source: Path, target: Path) -> Path:

@@ -48,7 +48,7 @@ def test_features_are_saved_as_npy_or_safetensors(tmp_path: Path) -> None:
 
 
 def test_a_grey_run_trained_on_a_mixed_folder_encodes_its_input_folder(tmp_path: Path, command, config_of) -> None:
-    from clsp.ssl.train import train_ssl
+    from clsp.contrastive.train import train_ssl
 
     digits = load_images(DataConfig(), "test")
     folder = tmp_path / "images"

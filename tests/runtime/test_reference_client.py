@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from clsp.config import ExportConfig
+from clsp.contrastive.backbones import build_backbone, save_backbone
 from clsp.diffusion.noise import NoiseStreams
 from clsp.diffusion.sampler import (
     SamplerSettings,
@@ -28,7 +29,6 @@ from clsp.export.artifacts import METADATA_FILE, artifact_dir, artifact_precisio
 from clsp.export.build import export_run
 from clsp.export.specs import run_denoiser
 from clsp.runtime.load import load_denoiser
-from clsp.ssl.backbones import build_backbone, save_backbone
 
 CLIENT = Path(__file__).resolve().parents[2] / "runtime" / "reference_client.py"
 BLOCK = "import sys; sys.modules['torch'] = None; sys.modules['clsp'] = None; "

@@ -1,4 +1,4 @@
-"""``clsp train CONFIG``: parse, load the config, call :func:`clsp.ssl.train.train_ssl`, summarise."""
+"""``clsp train CONFIG``: parse, load the config, call :func:`clsp.contrastive.train.train_ssl`, summarise."""
 
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +24,7 @@ def train_command(
     Without --resume or --overwrite an earlier run in the same folder is never replaced; Ctrl-C saves the state
     and exits 130. Multi-GPU or multi-node: accelerate launch clsp/train.py --config CONFIG [--set k=v] [--resume].
     """
-    from clsp.ssl.train import run_training  # torch loads slowly: only once the command parsed
+    from clsp.contrastive.train import run_training  # torch loads slowly: only once the command parsed
 
     extra = [f"ssl.positives={positives}"] if positives else []
     run_training(config, [*(overrides or []), *extra], resume, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""Run by tests/ssl/test_distributed.py, once in-process (1 process) and under torchrun (2 processes over gloo).
+"""Run by tests/contrastive/test_distributed.py, once in-process (1 process) and under torchrun (2 processes over gloo).
 
 A DDP-wrapped conv -> BatchNorm -> linear encoder embeds two views of a global batch of 8; each process feeds its
 rows, gathers the embeddings with gradients and computes NT-Xent on the global batch. Writes the loss, the
@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from clsp.ssl.distributed import convert_to_global_batchnorm, gather_with_grad
-from clsp.ssl.losses import nt_xent
+from clsp.contrastive.distributed import convert_to_global_batchnorm, gather_with_grad
+from clsp.contrastive.losses import nt_xent
 
 GLOBAL_BATCH = 8
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
+from clsp.contrastive.backbones import load_backbone
+from clsp.contrastive.train import train_ssl
 from clsp.errors import ClspError
-from clsp.ssl.backbones import load_backbone
-from clsp.ssl.train import train_ssl
 
 # lr 0.01 without warm-up: at the paper's 0.3-0.5 a batch of 64 collapses in the first steps (the paper warms up
 # from 1e-3); 50 nominal epochs keep the cosine lr and the MoCo momentum nearly constant over the 24 steps run.
@@ -56,11 +56,11 @@ def test_moco_resume_continues_exactly_and_exports_the_same_backbone(fast_config
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_saves_the_state_and_resume_continues_exactly(fast_config, tmp_path, monkeypatch, signum):
-    import clsp.ssl.train
+    import clsp.contrastive.train
 
     overrides = ["ssl.clsp_weight=0.5", "ssl.lr=0.01", "ssl.epochs=2"]
     full = train_ssl(fast_config(*overrides, f"run.output_dir={tmp_path / 'full'}"))
-    momentum = clsp.ssl.train.moco_momentum
+    momentum = clsp.contrastive.train.moco_momentum
 
     def ctrl_c_in_step_4(step, *args):  # called once per step, before its forward pass
         if step == 3:
@@ -68,7 +68,7 @@ def test_ctrl_c_or_sigterm_saves_the_state_and_resume_continues_exactly(fast_con
         return momentum(step, *args)
 
     cfg = fast_config(*overrides, f"run.output_dir={tmp_path / 'split'}")
-    monkeypatch.setattr(clsp.ssl.train, "moco_momentum", ctrl_c_in_step_4)
+    monkeypatch.setattr(clsp.contrastive.train, "moco_momentum", ctrl_c_in_step_4)
     first = train_ssl(cfg)
     monkeypatch.undo()
     assert first.step == 4 and first.backbone is None and (tmp_path / "split" / "ssl" / "state").is_dir()

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from clsp.ssl.schedule import learning_rate, moco_momentum
+from clsp.contrastive.schedule import learning_rate, moco_momentum
 
 
 def paper_lr(e: int, base: float) -> float:

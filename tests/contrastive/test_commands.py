@@ -3,8 +3,8 @@
 import typer
 from typer.testing import CliRunner
 
+from clsp.contrastive.commands import train_command
 from clsp.errors import ClspError
-from clsp.ssl.commands import train_command
 
 app = typer.Typer()
 app.command("train")(train_command)
@@ -55,9 +55,9 @@ def test_ctrl_c_fails_the_command_and_resume_finishes(fast_config, fast_override
     import os
     import signal
 
-    import clsp.ssl.train
+    import clsp.contrastive.train
 
-    momentum = clsp.ssl.train.moco_momentum
+    momentum = clsp.contrastive.train.moco_momentum
 
     def ctrl_c_in_step_2(step, *args):
         if step == 1:
@@ -65,7 +65,7 @@ def test_ctrl_c_fails_the_command_and_resume_finishes(fast_config, fast_override
         return momentum(step, *args)
 
     args = train_args(fast_config, fast_overrides, tmp_path, repo_root)
-    monkeypatch.setattr(clsp.ssl.train, "moco_momentum", ctrl_c_in_step_2)
+    monkeypatch.setattr(clsp.contrastive.train, "moco_momentum", ctrl_c_in_step_2)
     interrupted = CliRunner().invoke(app, args)
     monkeypatch.undo()
     from clsp.interrupt import Interrupted, exit_code

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from clsp.config import AugmentConfig
+from clsp.contrastive.views import GlobalBatchSampler, MultiViewDataset, open_positives
 from clsp.data.augment import build_augmentation
 from clsp.errors import ClspError
 from clsp.positives.store import PositiveStore
-from clsp.ssl.views import GlobalBatchSampler, MultiViewDataset, open_positives
 
 N, K = 20, 4
 # No colour changes and a full-size crop: pixel values survive, so v3 reveals which candidate was drawn.

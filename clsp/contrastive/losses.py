@@ -1,7 +1,7 @@
 """Contrastive losses (method.md 3.3, 3.4, 3.6) as small pure functions on L2-normalised embeddings.
 
 Every embedding argument is float ``[B, D]`` with unit rows; every loss returns a scalar averaged over its anchors.
-Across processes the callers pass gathered (global) batches, see :mod:`clsp.ssl.distributed`.
+Across processes the callers pass gathered (global) batches, see :mod:`clsp.contrastive.distributed`.
 """
 
 import torch

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clsp.ssl.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
+from clsp.contrastive.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
 
 TAU = 0.2
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from clsp.ssl.backbones import Projector, build_backbone, load_backbone, save_backbone
+from clsp.contrastive.backbones import Projector, build_backbone, load_backbone, save_backbone
 
 
 @pytest.mark.parametrize(("stem", "has_maxpool"), [("cifar", False), ("stl", True)])

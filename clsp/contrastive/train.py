@@ -6,7 +6,7 @@ through :func:`run_training`.
 Writes under ``<run.output_dir>/ssl/``: ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``state/``
 (resume state, safetensors + JSON: model with queues and key encoder, optimizer, step counters; see
 :mod:`clsp.training_state`), ``backbone.safetensors`` and
-``backbone.json``. Every batch is a function of ``(run.seed, step, process)`` (see :mod:`clsp.ssl.views`), so
+``backbone.json``. Every batch is a function of ``(run.seed, step, process)`` (see :mod:`clsp.contrastive.views`), so
 ``--resume`` continues exactly where the saved state left off.
 """
 
@@ -24,6 +24,11 @@ from torch.utils.data import DataLoader
 from clsp.accelerator import stage_accelerator
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, load_config, save_resolved_config
+from clsp.contrastive.backbones import CONFIG_FILE, WEIGHTS_FILE, save_backbone
+from clsp.contrastive.distributed import convert_to_global_batchnorm
+from clsp.contrastive.methods import build_method
+from clsp.contrastive.schedule import learning_rate, moco_momentum
+from clsp.contrastive.views import GlobalBatchSampler, MultiViewDataset, open_positives
 from clsp.data import load_training_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
@@ -31,11 +36,6 @@ from clsp.interrupt import any_process, ignore_stop_signals, interrupted_error, 
 from clsp.json_files import json_field, read_json_lines
 from clsp.progress import print_summary, progress_bar, warn
 from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
-from clsp.ssl.backbones import CONFIG_FILE, WEIGHTS_FILE, save_backbone
-from clsp.ssl.distributed import convert_to_global_batchnorm
-from clsp.ssl.methods import build_method
-from clsp.ssl.schedule import learning_rate, moco_momentum
-from clsp.ssl.views import GlobalBatchSampler, MultiViewDataset, open_positives
 from clsp.training_state import (
     PROGRESS_FILE,
     commit_pending_state,

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from clsp.config import SSLConfig
-from clsp.ssl.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
-from clsp.ssl.methods import build_method
-from clsp.ssl.queues import EmbeddingQueues
+from clsp.contrastive.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
+from clsp.contrastive.methods import build_method
+from clsp.contrastive.queues import EmbeddingQueues
 
 B = 8
 
@@ -152,7 +152,7 @@ def test_queue_is_fifo_and_wraps():
 
 
 def test_global_batchnorm_conversion_keeps_the_key_encoder_frozen():
-    from clsp.ssl.distributed import GlobalBatchNorm, convert_to_global_batchnorm
+    from clsp.contrastive.distributed import GlobalBatchNorm, convert_to_global_batchnorm
 
     m = convert_to_global_batchnorm(build_method(config("moco"), 1, None))
     assert any(isinstance(x, GlobalBatchNorm) for x in m.key_backbone.modules())

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsp.config import SSLConfig
-from clsp.ssl.backbones import Projector, build_backbone
-from clsp.ssl.distributed import gather_no_grad, gather_with_grad
-from clsp.ssl.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
-from clsp.ssl.queues import EmbeddingQueues
+from clsp.contrastive.backbones import Projector, build_backbone
+from clsp.contrastive.distributed import gather_no_grad, gather_with_grad
+from clsp.contrastive.losses import clsp_alignment, moco_loss, nnclr_loss, nt_xent
+from clsp.contrastive.queues import EmbeddingQueues
 
 
 class SSLMethod(nn.Module):
