@@ -128,8 +128,26 @@ def interpolation_step(
         eps = denoiser(x_t, anchor_t, timesteps, w)
     eps = torch.as_tensor(eps, device=x_t.device).float()
     if isinstance(scheduler, DDIMScheduler):
-        return scheduler.step(eps, t, x_t, eta=eta, variance_noise=variance_noise).prev_sample
+        return ddim_step(scheduler, eps, t, x_t, eta, variance_noise)
     return scheduler.step(eps, t, x_t).prev_sample
+
+
+def ddim_step(
+    scheduler: DDIMScheduler, eps: Tensor, t: int, x_t: Tensor, eta: float, variance_noise: Tensor | None
+) -> Tensor:
+    """DDIM's update x_t -> x_t' on the trailing grid, t' = t - T / num_steps (method.md 2.3; Song et al. 2021,
+    eq. 12), float32 ``[B, C, H, W]``. The same float32 operations in the same order as diffusers'
+    ``DDIMScheduler.step``, so both give the same bits (tests/diffusion/test_sampler.py checks it)."""
+    t_prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    a = scheduler.alphas_cumprod[t]  # ᾱ_t, float32 as diffusers' linear schedule computes it
+    a_prev = scheduler.alphas_cumprod[t_prev] if t_prev >= 0 else scheduler.final_alpha_cumprod  # ᾱ_t'; 1 at the end
+    x0 = (x_t - (1 - a) ** 0.5 * eps) / a**0.5  # x̂_0, never clipped inside the loop
+    sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5  # σ_t; η = 1 is DDPM's posterior std
+    direction = (1 - a_prev - sigma**2) ** 0.5 * eps  # the part of x_t' that points back along ε̂
+    x_prev = a_prev**0.5 * x0 + direction
+    if eta > 0:
+        x_prev = x_prev + sigma * variance_noise  # fresh noise z ~ N(0, I), from the sample's own stream
+    return x_prev
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import torch
 
 from clsp.diffusion.sampler import (
     SamplerSettings,
+    ddim_step,
     images_to_model,
     interpolation_step,
     make_scheduler,
@@ -81,6 +82,18 @@ def test_one_step_is_the_ddim_formula(eta, t, t_prev):
     assert (out.double() - expected).abs().max() < 1e-5
     if t_prev < 0:
         assert (out.double() - x0).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("num_steps", [10, 100])
+def test_written_out_ddim_step_is_diffusers_step_bit_for_bit(eta, num_steps):
+    scheduler = make_scheduler(_settings(num_steps=num_steps, eta=eta))
+    g = torch.Generator().manual_seed(num_steps)
+    for t in scheduler.timesteps.tolist():
+        x_t, eps, z = (torch.randn(4, 3, 8, 8, generator=g) for _ in range(3))
+        ours = ddim_step(scheduler, eps, t, x_t, eta, z)
+        theirs = scheduler.step(eps, t, x_t, eta=eta, variance_noise=z).prev_sample
+        assert torch.equal(ours, theirs), t
 
 
 def test_loop_visits_every_step_and_clips():
