@@ -123,14 +123,14 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     ``device``: ``auto`` (a CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     """
     from clsp.accelerator import describe_device, pick_device
-    from clsp.contrastive.backbones import load_backbone
+    from clsp.contrastive.backbones import WEIGHTS_FILE, load_backbone
 
     requested, device = device, pick_device(device)
 
     started = time.perf_counter()
     ssl_dir = cfg.run.output_dir / "ssl"
-    if not (ssl_dir / "backbone.safetensors").is_file():
-        raise ClspError(f"{ssl_dir}: no backbone.safetensors; train first (clsp train CONFIG) or fix run.output_dir")
+    if not (ssl_dir / WEIGHTS_FILE).is_file():
+        raise ClspError(f"{ssl_dir}: no {WEIGHTS_FILE}; train first (clsp train CONFIG) or fix run.output_dir")
     store = _positive_store(cfg)
     out = cfg.run.output_dir / "eval"
     save_resolved_config(cfg, out)
@@ -223,7 +223,7 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     from clsp.evaluation.transfer import kept_transfer
 
     # transfer figures of this very encoder stay (`clsp transfer` added them); a retrained one drops them
-    metrics["transfer"] = kept_transfer(out / METRICS_FILE, file_sha256(ssl_dir / "backbone.safetensors"))
+    metrics["transfer"] = kept_transfer(out / METRICS_FILE, file_sha256(ssl_dir / WEIGHTS_FILE))
     seconds = time.perf_counter() - started
     metrics["eval_seconds"] = seconds
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1))

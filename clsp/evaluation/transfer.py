@@ -22,7 +22,7 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write, atomic_write_text, file_sha256
 from clsp.config import Config, DataConfig, TransferTarget
-from clsp.data import ImageSet, load_images_at
+from clsp.data import ImageSet, as_rows, load_images_at
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
 from clsp.evaluation.knn import knn_accuracy
@@ -78,11 +78,14 @@ def adapted(data: DataConfig, spec: dict[str, Any]) -> DataConfig:
     return data.model_copy(update={"channels": int(spec["in_channels"]), "image_size": int(spec["image_size"])})
 
 
-def target_images(target: TransferTarget, spec: dict[str, Any]) -> dict[str, ImageSet]:
-    """The protocol's ``train``, ``val`` and ``test`` images of ``target``, adapted to the encoder (labelled, read on
-    access); ``train`` drawn down to ``max_train`` and ``val`` cut from it when the target has no validation split."""
+def target_images(
+    target: TransferTarget, spec: dict[str, Any]
+) -> tuple[tuple[str, str | None, str], dict[str, ImageSet]]:
+    """The protocol's split names (:func:`protocol_splits`) and its ``train``, ``val`` and ``test`` images of
+    ``target``, adapted to the encoder (labelled, read on access); ``train`` drawn down to ``max_train`` and ``val``
+    cut from it when the target has no validation split."""
     data = adapted(target.data, spec)
-    train_split, val_split, test_split = protocol_splits(data)
+    splits = train_split, val_split, test_split = protocol_splits(data)
     size = int(spec["image_size"])
     sets = {"train": load_images_at(data, train_split, size), "test": load_images_at(data, test_split, size)}
     for name, images in sets.items():
@@ -97,12 +100,10 @@ def target_images(target: TransferTarget, spec: dict[str, Any]) -> dict[str, Ima
         sets["train"], sets["val"] = _rows(train, kept, train.name), _rows(train, held, f"{train.name} (random 20 %)")
     else:
         sets["train"], sets["val"] = train, load_images_at(data, val_split, size)
-    return sets
+    return splits, sets
 
 
 def _rows(images: ImageSet, rows: np.ndarray, name: str) -> ImageSet:
-    from clsp.data import as_rows
-
     return ImageSet(name, as_rows(images.images).select(rows), images.labels[rows], images.class_names)  # type: ignore[index]
 
 
@@ -150,7 +151,7 @@ def transfer_target(
 ) -> dict[str, Any]:  # fmt: skip
     """The protocol and kNN on one target: its figures (accuracies in %) as ``metrics.json`` stores them."""
     started = time.perf_counter()
-    sets = target_images(target, spec)
+    (train_split, val_split, test_split), sets = target_images(target, spec)
     key = features_key(encoder_sha256, target, sets)
     device = next(encoder.parameters()).device
     tensors = target_features(encoder, spec, sets, key, run / "transfer" / target.label / "features.safetensors")
@@ -163,7 +164,6 @@ def transfer_target(
         fit = linear_transfer(split["train"], split["val"], split["test"], metric, on_fit=lambda: bar.advance(task))
     bank = (torch.cat([split["train"][0], split["val"][0]]), torch.cat([split["train"][1], split["val"][1]]))
     knn = knn_accuracy(*bank, *split["test"], ks=(KNN_K,), temperature=knn_temperature)[KNN_K]
-    train_split, val_split, test_split = protocol_splits(target.data)
     return {
         "metric": metric,
         "score": fit.top1 if metric == "top1" else fit.mean_per_class,

@@ -30,20 +30,20 @@ def fashion_files(root: Path) -> Path:
 
 def test_target_images_get_the_encoder_s_channels_and_size_and_a_random_fifth_validates() -> None:
     spec = {"in_channels": 3, "image_size": 20}
-    sets = target_images(TransferTarget(data=DataConfig(source="digits")), spec)
+    _, sets = target_images(TransferTarget(data=DataConfig(source="digits")), spec)
     train, test = (load_images(DataConfig(source="digits", image_size=8), s) for s in ("train", "test"))
     expected_test = resize_images(to_channels(test.images, 3), 20)
     np.testing.assert_array_equal(np.asarray(sets["test"].images), expected_test)
     assert len(sets["val"]) == len(train) // 5 and len(sets["train"]) + len(sets["val"]) == len(train)
     assert sets["train"].images.shape[1:] == (20, 20, 3)
-    capped = target_images(TransferTarget(data=DataConfig(source="digits"), max_train=100), spec)
+    _, capped = target_images(TransferTarget(data=DataConfig(source="digits"), max_train=100), spec)
     assert (len(capped["train"]), len(capped["val"]), len(capped["test"])) == (80, 20, len(test))
 
 
 def test_features_are_reused_for_the_same_encoder_and_never_for_another(tmp_path: Path, monkeypatch, capsys) -> None:
     encoder, _ = build_backbone("small-cnn", in_channels=1)
     spec = {"in_channels": 1, "image_size": 16, "mean": [0.3], "std": [0.3]}
-    sets = target_images(TransferTarget(data=DataConfig(source="digits"), max_train=60), spec)
+    _, sets = target_images(TransferTarget(data=DataConfig(source="digits"), max_train=60), spec)
     path, key = tmp_path / "features.safetensors", {"encoder_sha256": "a"}
     first = target_features(encoder, spec, sets, key, path)
     assert first["train"].shape == (48, 256) and first["val_labels"].dtype == torch.int64
