@@ -1,5 +1,7 @@
 """Dataset sources, each returning an :class:`ImageSet` of uint8 ``[N, H, W, C]`` images."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from clsp.config import DataConfig
@@ -70,19 +72,15 @@ def load_training_images(cfg: DataConfig) -> ImageSet:
                 0
             ]
         )
-    labels = None if images.labels is None else images.labels[rows]
-    return ImageSet(
-        f"{images.name}[{n} of {len(images)}]", as_rows(images.images).select(rows), labels, images.class_names
-    )
+    return images.subset(rows, f"{images.name}[{n} of {len(images)}]")
 
 
 def load_images_at(cfg: DataConfig, split: str, size: int, limit: int | None = None) -> ImageSet:
     """``split`` of ``cfg.source`` (its first ``limit`` images when given) as uint8 ``[N, size, size, C]``, resized
     when read: what an encoder of input ``size`` sees in ``clsp eval`` and ``clsp features`` (STL-10: 96 -> 64 px)."""
     images = load_images(cfg, split)
-    rows = np.arange(len(images) if limit is None else min(limit, len(images)))
-    labels = None if images.labels is None else images.labels[rows]
-    return ImageSet(images.name, as_rows(images.images).select(rows).resized(size), labels, images.class_names)
+    chosen = images.subset(np.arange(len(images) if limit is None else min(limit, len(images))), images.name)
+    return replace(chosen, images=chosen.images.resized(size))
 
 
 __all__ = ["ImageRows", "ImageSet", "as_rows", "check_split", "load_images", "load_images_at", "load_training_images"]

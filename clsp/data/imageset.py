@@ -47,6 +47,13 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, rows: np.ndarray, name: str) -> "ImageSet":
+        """Rows ``rows`` (int ``[n]``) of this set, named ``name``: the images still read on access, their labels."""
+        from clsp.data.rows import as_rows  # rows.py imports this module
+
+        labels = None if self.labels is None else self.labels[rows]
+        return ImageSet(name, as_rows(self.images).select(rows), labels, self.class_names)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)``."""

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from clsp.atomic import atomic_write, atomic_write_text, file_sha256
 from clsp.config import Config, DataConfig, TransferTarget
-from clsp.data import ImageSet, as_rows, load_images_at
+from clsp.data import ImageSet, load_images_at
 from clsp.errors import ClspError
 from clsp.evaluation.features import extract_features
 from clsp.evaluation.knn import knn_accuracy
@@ -94,17 +94,13 @@ def target_images(
     train = sets["train"]
     if target.max_train is not None and target.max_train < len(train):
         rows = np.sort(np.random.RandomState(0).permutation(len(train))[: target.max_train])
-        train = _rows(train, rows, f"{train.name}[{target.max_train} of {len(train)}]")
+        train = train.subset(rows, f"{train.name}[{target.max_train} of {len(train)}]")
     if val_split is None:
         kept, held = validation_rows(len(train))
-        sets["train"], sets["val"] = _rows(train, kept, train.name), _rows(train, held, f"{train.name} (random 20 %)")
+        sets["train"], sets["val"] = train.subset(kept, train.name), train.subset(held, f"{train.name} (random 20 %)")
     else:
         sets["train"], sets["val"] = train, load_images_at(data, val_split, size)
     return splits, sets
-
-
-def _rows(images: ImageSet, rows: np.ndarray, name: str) -> ImageSet:
-    return ImageSet(name, as_rows(images.images).select(rows), images.labels[rows], images.class_names)  # type: ignore[index]
 
 
 def features_key(encoder_sha256: str, target: TransferTarget, sets: dict[str, ImageSet]) -> dict[str, Any]:

@@ -91,12 +91,7 @@ def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, ImageRows]:
     anchors: uint8 ``[N, H, W, C]``, resized to ``diffusion.image_size`` (when that is set) as they are read."""
     images = load_training_images(cfg.data)
     if limit is not None and limit < len(images):
-        images = ImageSet(
-            f"{images.name}[:{limit}]",
-            as_rows(images.images).select(np.arange(limit)),
-            None if images.labels is None else images.labels[:limit],
-            images.class_names,
-        )
+        images = images.subset(np.arange(limit), f"{images.name}[:{limit}]")
     return images, as_rows(images.images).resized(cfg.diffusion.image_size)
 
 
