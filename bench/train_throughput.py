@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader
 
 from clsp.config import SSLConfig
 from clsp.contrastive.methods import build_method
-from clsp.contrastive.views import GlobalBatchSampler, MultiViewDataset
+from clsp.contrastive.views import MultiViewDataset
 from clsp.data.augment import DATASET_STATS, build_augmentation
+from clsp.loop import GlobalBatchSampler
 from clsp.positives.store import PositiveStore
 
 

@@ -57,7 +57,7 @@ def demo(
         typer.Option(
             "--train-diffusion",
             help="Train the DDPM from scratch with the config's recipe instead of using diffusion.pretrained "
-            "(digits: the shipped UNet, which took far longer to train than the demo budget allows; README says how long).",
+            "(digits: the shipped UNet, which took far longer to train than the demo budget allows; docs/results.md says how long).",
         ),
     ] = False,
     methods: Annotated[

@@ -1,6 +1,6 @@
 """The one config schema: a section per pipeline stage, loaded from YAML, overridable, validated on load.
 
-Defaults are the paper's CIFAR-10 settings (``../shared/docs/method.md`` sections 1-4); the YAML files in
+Defaults are the paper's CIFAR-10 settings (docs/method.md sections 1-4); the YAML files in
 ``configs/`` override what differs per dataset and the embedded digits default shrinks everything for a CPU.
 """
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from clsp.atomic import atomic_write_text, file_in_the_way
 from clsp.differences import shorten
 from clsp.errors import ClspError
+from clsp.run_layout import RunLayout
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 # YAML 1.1 reads a bare `no` as False: accept it as "no" (off), as Accelerate spells it.
@@ -444,6 +445,17 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
     demo: DemoConfig = DemoConfig()
+
+    @property
+    def layout(self) -> RunLayout:
+        """The stage folders below ``run.output_dir``."""
+        return RunLayout(self.run.output_dir)
+
+    @property
+    def positives_store(self) -> Path:
+        """The positive store the run generates into and trains with: ``ssl.positives``, else
+        ``<output_dir>/positives``."""
+        return self.ssl.positives or self.layout.positives
 
     @model_validator(mode="after")
     def _cache_beside_the_runs(self) -> "Config":

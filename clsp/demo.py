@@ -52,7 +52,6 @@ QUICK_TRANSFER_TRAIN = 500
 """``--quick``: transfer targets fit on at most this many training images."""
 DEFAULT_SEEDS = 3
 """Seeds every variant is trained with unless ``--seed`` says otherwise: a verdict needs a seed spread."""
-RESULT_FILE = "demo.json"
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Variant:
 
 def variant(name: str, weight: float) -> Variant:
     """The row ``name``: ``clsp-<method>`` (λ = ``weight`` on a synthetic positive), ``<method>-real3`` (the paper's
-    control: the same λ on a third *real* augmented view, method.md 5.2) or ``<method>`` (the baseline, λ = 0)."""
+    control: the same λ on a third *real* augmented view, the paper's control) or ``<method>`` (the baseline, λ = 0)."""
     if name.startswith("clsp-"):
         return Variant(name, name.removeprefix("clsp-"), weight)
     if name.endswith("-real3"):
@@ -86,7 +85,7 @@ def variants(cfg: Config) -> tuple[Variant, ...]:
 def run_config(cfg: Config, seed: int, variant: Variant) -> Config:
     """The config of one SSL run: its own folder, seed and method, the shared positive store."""
     run = cfg.model_copy(deep=True)
-    run.ssl.positives = cfg.ssl.positives or cfg.run.output_dir / "positives"
+    run.ssl.positives = cfg.positives_store
     run.ssl.method = variant.method
     run.ssl.clsp_weight = variant.clsp_weight
     run.ssl.positive = variant.positive
@@ -103,20 +102,6 @@ def result_encoder(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
     variant = next((v for v in rows if v.is_clsp), rows[0])
     run = run_config(cfg, seeds[0], variant).run.output_dir
     return {"run": run.relative_to(cfg.run.output_dir).as_posix(), "variant": variant.name, "seed": seeds[0]}
-
-
-def demo_result_run(root: Path) -> tuple[Path, str] | None:
-    """The run folder of the encoder that ``root/demo.json`` records as the demo's result and a phrase saying so;
-    None when ``root`` holds no finished demo."""
-    path = root / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        encoder = json.loads(path.read_text())["encoder"]
-        run, variant, seed = root / encoder["run"], encoder["variant"], encoder["seed"]
-    except (ValueError, KeyError, TypeError):
-        return None  # an older demo.json: no recorded result
-    return run, f"the demo's result in {RESULT_FILE}: {variant}, seed {seed}"
 
 
 def stage_settings(cfg: Config, parts: Sequence[str], root: Path) -> dict[str, Any]:
@@ -244,10 +229,11 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
     from clsp.evaluation.report import comparison_rows
     from clsp.evaluation.transfer import transfer_run
     from clsp.evaluation.verdict import differences, headline
-    from clsp.positives.generate import generate_positives, store_path
+    from clsp.positives.generate import generate_positives
     from clsp.positives.inspect import store_quality
     from clsp.positives.quality import quality_rows
     from clsp.positives.store import PositiveStore
+    from clsp.runtime.load import load_denoiser
 
     if cfg.data.source != "digits":
         console.print(f"[yellow]note:[/] the demo runs every stage on {cfg.data.source}; budget accordingly")
@@ -260,7 +246,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
         if cfg.diffusion.pretrained is None:
             # The demo owns its folder: a stage resumes its saved state or starts over.
             def diffusion(resume: bool) -> object:
-                resume = resume and (root / "diffusion" / "state").is_dir()
+                resume = resume and (cfg.layout.diffusion / "state").is_dir()
                 return train_diffusion(cfg, resume, overwrite=not resume)
 
             ledger.run("diffusion", stage_settings(cfg, DIFFUSION_SETTINGS, root), diffusion)
@@ -269,9 +255,11 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
 
         settings = stage_settings(cfg, POSITIVES_SETTINGS, root)
         if overwrite and ledger.changed("positives", settings):
-            shutil.rmtree(store_path(cfg), ignore_errors=True)  # made with other settings: start it over
-        ledger.run("positives", settings, lambda resume: generate_positives(cfg))  # resumes a store of these settings
-        store = PositiveStore.open(store_path(cfg), check="size")
+            shutil.rmtree(cfg.positives_store, ignore_errors=True)  # made with other settings: start it over
+        ledger.run(
+            "positives", settings, lambda resume: generate_positives(cfg, backend=load_denoiser)
+        )  # resumes a store of these settings
+        store = PositiveStore.open(cfg.positives_store, check="size")
         ledger.run(
             "score positives", stage_settings(cfg, SCORE_SETTINGS, root), lambda resume: store_quality(store, cfg)
         )
@@ -287,7 +275,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
             stages += [f"{variant.name} seed {seed}", f"eval {variant.name} seed {seed}"]
 
             def ssl(resume: bool, run: Config = run) -> object:
-                resume = resume and (run.run.output_dir / "ssl" / "state").is_dir()
+                resume = resume and (run.layout.ssl / "state").is_dir()
                 return train_ssl(run, resume, overwrite=not resume)
 
             ledger.run(stages[-2], ssl_settings, ssl)
@@ -303,9 +291,9 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
                     "eval.knn_temperature": run.eval.knn_temperature,
                 }
                 ledger.run(stages[-1], transfer_settings, lambda resume, run=run: transfer_run(run, targets))
-            runs.append(json.loads((run.run.output_dir / "eval" / "metrics.json").read_text()))
+            runs.append(json.loads((run.layout.eval / "metrics.json").read_text()))
 
-    first = {v.name: run_config(cfg, seeds[0], v).run.output_dir / "ssl" / "metrics.jsonl" for v in rows}
+    first = {v.name: run_config(cfg, seeds[0], v).layout.ssl / "metrics.jsonl" for v in rows}
     curves = training_curves({name: read_metrics(path) for name, path in first.items()}, root / "curves.png")
     headers, table_rows = comparison_rows(runs, group=True)
     labels = {v: m["method_label"] for v, m in zip(rows, runs, strict=False)}
@@ -333,12 +321,12 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
         "runs": [{"run": m["run"], "method": m["method_label"], "eval": f"{m['run']}/eval"} for m in runs],
         "encoder": result_encoder(cfg, seeds),
         "files": {
-            **({"diffusion samples": str(root / "diffusion" / "samples.png")} if store is not None else {}),
+            **({"diffusion samples": str(cfg.layout.diffusion / "samples.png")} if store is not None else {}),
             "training curves": str(curves),
             **{f"report {m['method_label']} seed {seeds[0]}": f"{m['run']}/eval/report.md" for m in runs[: len(rows)]},
         },
     }
-    atomic_write_text(root / RESULT_FILE, json.dumps(result, indent=1))
+    atomic_write_text(cfg.layout.demo_result, json.dumps(result, indent=1))
     quality_table = list(quality_rows(quality).items()) if quality else []
     atomic_write_text(root / "demo.md", _markdown(result, headers, table_rows, stage_rows, quality_table))
     print_table("paired differences over seeds (a − b), 95% t-interval", diff_headers, diff_rows)
@@ -381,7 +369,7 @@ def _use_pretrained(cfg: Config) -> None:
         markup=False,
     )
     if cfg.diffusion.num_samples:
-        save_samples(unet, cfg, cfg.run.output_dir / "diffusion" / "samples.png")
+        save_samples(unet, cfg, cfg.layout.diffusion / "samples.png")
 
 
 def _difference_rows(comparisons: dict[str, list[Any]]) -> tuple[list[str], list[list[str]]]:

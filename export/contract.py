@@ -10,8 +10,8 @@ from typing import Any
 
 from diffusers import DDIMScheduler
 
-from clsp.data.imageset import LUMA_WEIGHTS
-from clsp.diffusion.sampler import SamplerSettings, make_scheduler
+from clsp.data.pixels import LUMA_WEIGHTS
+from clsp.diffusion.sampler import SamplerSettings, alphas_cumprod, ddim_sigma, make_scheduler, step_alphas
 
 RESIZE_RULE = (
     "unless the image is already image_size x image_size (S): scale = S / min(H, W); resize to "
@@ -61,7 +61,7 @@ def denoiser_contract(settings: SamplerSettings, weight: float) -> dict[str, Any
     timesteps = [int(t) for t in scheduler.timesteps]
     stride = settings.num_train_timesteps // settings.num_steps
     previous = [t - stride for t in timesteps]
-    alphas = scheduler.alphas_cumprod
+    alphas = alphas_cumprod(settings.num_train_timesteps, settings.beta_start, settings.beta_end)
     ddim = isinstance(scheduler, DDIMScheduler)
     sampler = {
         "solver": settings.solver,
@@ -79,7 +79,7 @@ def denoiser_contract(settings: SamplerSettings, weight: float) -> dict[str, Any
         "timesteps": timesteps,
         "alphas_cumprod": [float(alphas[t]) for t in timesteps],
         "alphas_cumprod_prev": [float(alphas[t]) if t >= 0 else 1.0 for t in previous] if ddim else None,
-        "coefficients": _ddim_coefficients(scheduler, timesteps, previous, settings.eta) if ddim else None,
+        "coefficients": _ddim_coefficients(scheduler, timesteps, settings.eta) if ddim else None,
         "anchor_noise": settings.anchor_noise,
         "rules": _ddim_rules(stride, settings.anchor_noise) if ddim else _dpm_rules(settings.anchor_noise),
     }
@@ -93,16 +93,13 @@ def denoiser_contract(settings: SamplerSettings, weight: float) -> dict[str, Any
     }
 
 
-def _ddim_coefficients(
-    scheduler: DDIMScheduler, timesteps: list[int], previous: list[int], eta: float
-) -> dict[str, list[float]]:
+def _ddim_coefficients(scheduler: DDIMScheduler, timesteps: list[int], eta: float) -> dict[str, list[float]]:
     """Each step's float32 factors as clsp's sampler computes them on the CPU: torch's sqrt need not round like
     IEEE's, so a client that uses these instead of its own square roots gets clsp's arithmetic exactly."""
     rows = []
-    for t, t_prev in zip(timesteps, previous, strict=True):
-        a = scheduler.alphas_cumprod[t]
-        a_prev = scheduler.alphas_cumprod[t_prev] if t_prev >= 0 else scheduler.final_alpha_cumprod
-        sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5
+    for t in timesteps:
+        a, a_prev = step_alphas(scheduler, t)
+        sigma = ddim_sigma(a, a_prev, eta)
         factors = (a**0.5, (1 - a) ** 0.5, a_prev**0.5, sigma, (1 - a_prev - sigma**2) ** 0.5)
         rows.append([float(f) for f in factors])
     names = ("sqrt(a)", "sqrt(1 - a)", "sqrt(a')", "sigma", "sqrt(1 - a' - sigma^2)")

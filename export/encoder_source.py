@@ -6,7 +6,6 @@ from pathlib import Path
 
 from clsp.config import Config
 from clsp.contrastive.backbones import CONFIG_FILE, WEIGHTS_FILE
-from clsp.demo import RESULT_FILE, demo_result_run
 from clsp.errors import ClspError
 
 LISTED = 4
@@ -33,15 +32,15 @@ def find_encoder(cfg: Config, run: Path | None = None) -> EncoderSource:
     ``<output_dir>/ssl``; else the one ``<output_dir>/demo.json`` records. A ClspError says what is missing."""
     if run is not None:
         return _given_run(Path(run))
-    own = cfg.run.output_dir / "ssl"
+    own = cfg.layout.ssl
     if holds_encoder(own):
         return EncoderSource(own, "the run's own")
-    demo = demo_result_run(cfg.run.output_dir)
+    demo = cfg.layout.demo_result_run()
     if demo is not None:
         folder, reason = demo[0] / "ssl", demo[1]
         if not holds_encoder(folder):
             raise ClspError(
-                f"{cfg.run.output_dir / RESULT_FILE}: the encoder it records, {folder}, is missing; "
+                f"{cfg.layout.demo_result}: the encoder it records, {folder}, is missing; "
                 "rerun `clsp demo` or pass --run PATH (a run folder holding ssl/)"
             )
         return EncoderSource(folder, reason)

@@ -15,8 +15,8 @@ from clsp.config import Config
 from clsp.data import load_images_at
 from clsp.diffusion.sampler import Denoiser, SamplerSettings, images_to_model, sample_positives
 from clsp.errors import ClspError
-from clsp.evaluation.features import normalise_images
 from clsp.export.specs import RealInputs
+from clsp.features import normalise_images
 
 MAX_IMAGES = 64
 """Images kept from the split; a larger parity batch repeats them."""
@@ -34,7 +34,7 @@ def check_channels(name: str, images: np.ndarray, channels: int) -> None:
 
 def encoder_real_inputs(cfg: Config, backbone: dict[str, Any]) -> RealInputs:
     """``data.test_split`` at the encoder's input size, normalised as ``clsp features`` does: float32
-    ``images [B, C, S, S]`` with the strides :func:`~clsp.evaluation.features.normalise_images` gives them."""
+    ``images [B, C, S, S]`` with the strides :func:`~clsp.features.normalise_images` gives them."""
     split = load_images_at(cfg.data, cfg.data.test_split, int(backbone["image_size"]), MAX_IMAGES)
     check_channels(split.name, split.images, int(backbone["in_channels"]))
     images, mean, std = split.images, backbone["mean"], backbone["std"]

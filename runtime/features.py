@@ -13,7 +13,7 @@ from clsp.atomic import atomic_write, atomic_write_text, file_in_the_way
 from clsp.config import Config
 from clsp.data import ImageSet
 from clsp.errors import ClspError
-from clsp.evaluation.features import extract_features
+from clsp.features import extract_features
 from clsp.runtime.load import Backend, load_encoder
 
 SUFFIXES = (".npy", ".safetensors")

@@ -2,7 +2,7 @@
 
 Every backend yields the same callables as the torch modules: the denoiser ``(x_t, anchor_t, t, w) -> eps``
 that :func:`~clsp.diffusion.sampler.sample_positives` takes, and the encoder ``images -> features`` that
-:func:`~clsp.evaluation.features.extract_features` takes, so one sampler loop and one feature code serve all.
+:func:`~clsp.features.extract_features` takes, so one sampler loop and one feature code serve all.
 """
 
 from collections.abc import Callable
@@ -18,6 +18,7 @@ from clsp.diffusion.unet import InterpolatingDenoiser
 from clsp.errors import ClspError
 from clsp.export.artifacts import artifact_dir, expected_metadata, validated_artifact
 from clsp.export.specs import ModelSpec, denoiser_spec, encoder_spec, run_encoder
+from clsp.positives.generate import effective_precision, torch_backend
 from clsp.progress import warn
 
 Backend = Literal["torch", "ort", "torchscript", "pt2", "trt"]
@@ -64,25 +65,12 @@ def load_exported(
     return open_artifact(fmt, artifact, device)
 
 
-def effective_precision(cfg: Config) -> str:
-    """The precision ``positives.backend``'s denoiser computes in: ``positives.precision`` for torch and TorchScript
-    (traced graphs follow autocast), fp32 for ONNX Runtime and pt2, ``export.trt_precision`` for TensorRT."""
-    backend = cfg.positives.backend
-    if backend in ("torch", "torchscript"):
-        return cfg.positives.precision
-    return cfg.export.trt_precision if backend == "trt" else "fp32"
-
-
 def load_denoiser(cfg: Config, denoiser: InterpolatingDenoiser, device: str | torch.device) -> Denoiser:
     """The denoiser ``positives.backend`` runs: ``denoiser`` itself (torch; compiled with ``positives.compile``) or
     its export of the run."""
     backend = cfg.positives.backend
-    if backend == "torch" and cfg.positives.compile:
-        # CUDA graphs (reduce-overhead) replay the whole step without per-kernel launch cost.
-        mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
-        return torch.compile(denoiser, mode=mode, dynamic=False)
     if backend == "torch":
-        return denoiser
+        return torch_backend(cfg, denoiser, torch.device(device))
     if effective_precision(cfg) != cfg.positives.precision:
         warn(
             f"positives.precision={cfg.positives.precision} has no effect on backend {backend}: it runs the export "

@@ -51,14 +51,14 @@ def stl10_config(name: str, root: Path, *overrides: str) -> Config:
 
 def shifted_store(cfg: Config) -> None:
     """A 64-px store made without diffusion: each unlabeled image resized 96 -> 64 and shifted by 1 and 2 pixels."""
-    from clsp.positives.generate import anchor_images, store_path
+    from clsp.positives.generate import anchor_images
 
     dataset, anchors = anchor_images(cfg, None)
     assert anchors.shape[1:] == (64, 64, 3)
     candidates = np.stack([np.roll(anchors, shift=j + 1, axis=2) for j in range(2)], axis=1)
     PositiveStore.from_array(
         candidates,
-        store_path(cfg),
+        cfg.positives_store,
         dataset_fingerprint=dataset.fingerprint,
         provenance={"made_by": "tests"},
         shard_size=16,

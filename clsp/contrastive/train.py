@@ -15,33 +15,31 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch.utils.data import DataLoader
 
-from clsp.accelerator import stage_accelerator
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.contrastive.backbones import CONFIG_FILE, WEIGHTS_FILE, save_backbone
 from clsp.contrastive.distributed import convert_to_global_batchnorm
 from clsp.contrastive.methods import build_method
 from clsp.contrastive.schedule import learning_rate, moco_momentum
-from clsp.contrastive.views import GlobalBatchSampler, MultiViewDataset, open_positives
+from clsp.contrastive.views import MultiViewDataset, open_positives
 from clsp.data import load_training_images
 from clsp.data.augment import build_augmentation, normalisation
 from clsp.errors import ClspError
-from clsp.interrupt import any_process, ignore_stop_signals, interrupted_error, stop_on_interrupt
+from clsp.interrupt import ignore_stop_signals
 from clsp.json_files import json_field, read_json_lines
-from clsp.progress import print_summary, progress_bar, warn
-from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
+from clsp.loop import GlobalBatchSampler, TrainingLoop, check_resumed_step, claimed_stage, report, training_accelerator
+from clsp.progress import warn
+from clsp.run_folder import DATA_RESUME_SAFE
 from clsp.training_state import (
     PROGRESS_FILE,
-    commit_pending_state,
     load_training_state,
-    non_finite_loss,
-    save_training_state,
 )
 
 RESUME_SECTIONS = ("data", "ssl", "run.seed", "eval.online_probe")
@@ -126,9 +124,6 @@ def _short_id(identity: str | None) -> str:
 
 
 def _accelerator(cfg: Config) -> Accelerator:
-    precision = cfg.ssl.mixed_precision
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise ClspError("ssl.mixed_precision=fp16 needs a CUDA GPU; use bf16 or no")
     log_with = None
     if cfg.ssl.tensorboard:
         try:
@@ -139,11 +134,8 @@ def _accelerator(cfg: Config) -> Accelerator:
     # Buffers (queues, BN running stats) are never broadcast: queues are equal on every process by construction,
     # and broadcasting a 32k x 256 queue every step would dominate the communication.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-    return stage_accelerator(
-        precision,
-        kwargs_handlers=[ddp],
-        log_with=log_with,
-        project_dir=str(cfg.run.output_dir / "ssl"),
+    return training_accelerator(
+        cfg.ssl.mixed_precision, "ssl", kwargs_handlers=[ddp], log_with=log_with, project_dir=str(cfg.layout.ssl)
     )
 
 
@@ -166,7 +158,7 @@ def _dataset(cfg: Config, num_processes: int) -> tuple[MultiViewDataset, int | N
     store = None
     if third_view == "synthetic":
         # Same default folder as `clsp positives generate`.
-        path = s.positives or cfg.run.output_dir / "positives"
+        path = cfg.positives_store
         store = open_positives(path, n, c, images.fingerprint, f"{images.name} ({cfg.data.train_split})")
         if s.num_candidates > store.num_candidates:
             warn(f"ssl.num_candidates={s.num_candidates} but {path} holds {store.num_candidates}; using all of them")
@@ -199,17 +191,18 @@ def train_ssl(cfg: Config, resume: bool = False, max_steps: int | None = None, o
     non-finite loss or weights stop the run with a :class:`ClspError` and never reach the saved state, which stays
     the last good one. One process at a time may write to a run folder.
     """
-    out = cfg.run.output_dir / "ssl"
-    check_start(out, cfg, resume, overwrite, ("state", WEIGHTS_FILE, "metrics.jsonl"), RESUME_SECTIONS, RESUME_SAFE)
-    accelerator = _accelerator(cfg)
-    with run_lock(out, accelerator.is_main_process):
-        return _train(cfg, accelerator, resume, max_steps)
+    outputs = ("state", WEIGHTS_FILE, "metrics.jsonl")
+    accelerator = partial(_accelerator, cfg)
+    with claimed_stage(
+        cfg.layout.ssl, cfg, resume, overwrite, outputs, RESUME_SECTIONS, RESUME_SAFE, accelerator
+    ) as acc:
+        return _train(cfg, acc, resume, max_steps)
 
 
 def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int | None) -> SSLResult:
     s = cfg.ssl
     started = time.perf_counter()
-    out = cfg.run.output_dir / "ssl"
+    out = cfg.layout.ssl
     state_dir, metrics_path = out / "state", out / "metrics.jsonl"
     main, num_processes = accelerator.is_main_process, accelerator.num_processes
     dataset, num_classes, spec = _dataset(cfg, num_processes)
@@ -238,11 +231,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
         progress.load_state_dict(
             load_training_state(accelerator, state_dir, model, optimizer)[0], state_dir / PROGRESS_FILE
         )
-        if progress.step > total_steps:
-            raise ClspError(
-                f"--resume: {state_dir} is at step {progress.step}, past the {total_steps} steps of ssl.epochs="
-                f"{s.epochs}; raise ssl.epochs"
-            )
+        check_resumed_step(progress.step, total_steps, state_dir, "ssl", s.epochs)
     if main:
         save_resolved_config(cfg, out)
         if resume:
@@ -266,61 +255,51 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
         prefetch_factor=4 if s.num_workers else None,
     )
     device, views_per_image = accelerator.device, 2 + (dataset.third_view != "none")
-    losses: list[float] = []
     last_epoch: dict[str, float] = {}
-    epoch_started, run_started, run_steps, epoch_steps = time.perf_counter(), time.perf_counter(), 0, 0
-    interrupted = pending = False
-    with stop_on_interrupt() as stop, progress_bar() as bar:
-        task = bar.add_task(f"{s.method} (λ={s.clsp_weight})", total=total_steps, completed=progress.step, visible=main)
-        for batch in loader:
-            epoch = progress.step // steps_per_epoch
-            lr = learning_rate(epoch, s.lr, s.epochs, s.warmup_epochs, s.warmup_start_lr, s.min_lr)
-            for group in optimizer.param_groups:
-                if group.get("scheduled"):
-                    group["lr"] = lr
-            momentum = moco_momentum(progress.step, total_steps, s.moco_momentum_start, s.moco_momentum_end)
-            views = [batch[k].to(device, non_blocking=True) for k in ("v1", "v2", "v3") if k in batch]
-            labels = batch["label"].to(device, non_blocking=True)
-            terms = model(views, labels, momentum)
+    epoch_clock = [time.perf_counter(), 0]  # when the epoch started, its steps so far
+    schedule: dict[str, float] = {}  # the last step's lr and MoCo momentum, for its epoch's metrics line
+    run_started = time.perf_counter()
 
-            zero = terms["loss"].new_zeros(())
-            local = torch.stack([terms.get(k, zero).detach().float() for k in EPOCH_SUMS[:-1]] + [zero + 1])
-            totals = accelerator.reduce(local, "sum") if num_processes > 1 else local
-            if not torch.isfinite(totals).all():
-                raise non_finite_loss(totals[0].item(), progress.step, state_dir, "ssl")
-            if pending:  # the saved weights gave a finite loss
-                commit_pending_state(accelerator, state_dir)
-                pending = False
-            accelerator.backward(terms["loss"] + terms.get("probe", zero))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress.step += 1
-            run_steps += 1
-            epoch_steps += 1
-            for k, v in zip(EPOCH_SUMS, totals.tolist(), strict=True):
-                progress.sums[k] += v
-            losses.append(totals[0].item() / num_processes)
-            bar.update(task, advance=1)
+    def compute(batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr = learning_rate(step // steps_per_epoch, s.lr, s.epochs, s.warmup_epochs, s.warmup_start_lr, s.min_lr)
+        for group in optimizer.param_groups:
+            if group.get("scheduled"):
+                group["lr"] = lr
+        momentum = moco_momentum(step, total_steps, s.moco_momentum_start, s.moco_momentum_end)
+        schedule.update(lr=lr, momentum=momentum)
+        views = [batch[k].to(device, non_blocking=True) for k in ("v1", "v2", "v3") if k in batch]
+        terms = model(views, batch["label"].to(device, non_blocking=True), momentum)
+        zero = terms["loss"].new_zeros(())
+        sums = torch.stack([terms.get(k, zero).detach().float() for k in EPOCH_SUMS[:-1]] + [zero + 1])
+        return terms["loss"] + terms.get("probe", zero), sums
 
-            epoch_done = progress.step % steps_per_epoch == 0
-            if epoch_done:
-                last_epoch = _epoch_metrics(progress, epoch, lr, momentum, s.method)
-                seconds = time.perf_counter() - epoch_started
-                last_epoch["images_per_s"] = views_per_image * s.batch_size * epoch_steps / seconds
-                epoch_started, epoch_steps = time.perf_counter(), 0
-                progress.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
-                if main:
-                    with open(metrics_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(last_epoch) + "\n")
-                if s.tensorboard:
-                    accelerator.log(last_epoch, step=progress.step)
-            interrupted = any_process(accelerator, stop[0])
-            last = interrupted or progress.step == stop_at
-            if last or (epoch_done and (epoch + 1) % s.save_every_epochs == 0):
-                pending = not last
-                save_training_state(accelerator, state_dir, model, optimizer, progress.state_dict(), pending=pending)
-            if interrupted:
-                break
+    def after_step(step: int, summed: torch.Tensor) -> None:
+        nonlocal last_epoch
+        progress.step = step
+        epoch_clock[1] += 1
+        for k, v in zip(EPOCH_SUMS, summed.tolist(), strict=True):
+            progress.sums[k] += v
+        if step % steps_per_epoch:
+            return
+        last_epoch = _epoch_metrics(
+            progress, step // steps_per_epoch - 1, schedule["lr"], schedule["momentum"], s.method
+        )
+        seconds = time.perf_counter() - epoch_clock[0]
+        last_epoch["images_per_s"] = views_per_image * s.batch_size * epoch_clock[1] / seconds
+        epoch_clock[:] = [time.perf_counter(), 0]
+        progress.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+        if main:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(last_epoch) + "\n")
+        if s.tensorboard:
+            accelerator.log(last_epoch, step=step)
+
+    loop = TrainingLoop(
+        accelerator, model, optimizer, state_dir, "ssl", f"{s.method} (λ={s.clsp_weight})", total_steps,
+        s.save_every_epochs * steps_per_epoch, lambda step: (progress.state_dict(), None),
+    )  # fmt: skip
+    ran = loop.run(progress.step, stop_at, loader, compute, after_step)
+    interrupted, losses, run_steps = ran.interrupted, ran.losses, len(ran.losses)
 
     seconds = time.perf_counter() - run_started
     backbone = None
@@ -391,9 +370,4 @@ def run_training(
 ) -> SSLResult:
     """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script); a run
     stopped by Ctrl-C or SIGTERM raises :class:`~clsp.interrupt.Interrupted` after its summary (exit 130 or 143)."""
-    result = train_ssl(load_config(config, overrides), resume, max_steps, overwrite)
-    if PartialState().is_main_process:
-        print_summary("self-supervised training", result.summary())
-    if result.interrupted:
-        raise interrupted_error()
-    return result
+    return report(train_ssl(load_config(config, overrides), resume, max_steps, overwrite), "self-supervised training")

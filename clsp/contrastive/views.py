@@ -1,5 +1,5 @@
-"""The multi-view SSL dataset (method.md 3.1) and the batch sampler that makes every batch a function of
-``(seed, step, process)``.
+"""The multi-view SSL dataset (method.md 3.1); with :class:`clsp.loop.GlobalBatchSampler` every batch is a
+function of ``(seed, step, process)``.
 
 Items are keyed by ``(epoch, index)`` and their random draws (the three augmentations and the candidate index)
 come from a generator seeded with ``(seed, epoch, index)``. Two consequences: a resumed run sees exactly the
@@ -7,7 +7,7 @@ batches the uninterrupted run would have seen, and P processes with batch B see,
 process with batch P*B sees, whatever the number of DataLoader workers.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -17,13 +17,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from clsp.errors import ClspError
+from clsp.loop import derived_seed
 from clsp.positives.store import MANIFEST, PositiveStore
 
 ThirdView = Literal["synthetic", "real", "none"]
-
-
-def _seed(*key: int) -> int:
-    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class MultiViewDataset(Dataset):
@@ -63,7 +60,7 @@ class MultiViewDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor | int]:
         epoch, i = key
         real = torch.from_numpy(self.images[i]).permute(2, 0, 1)
-        seed = _seed(self.seed, epoch, i)
+        seed = derived_seed(self.seed, epoch, i)
         # The augmentations draw from torch's global generator; fork it so that seeding here disturbs nothing else.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -76,36 +73,6 @@ class MultiViewDataset(Dataset):
                 item["v3"] = self.transform(synthetic)
         item["label"] = -1 if self.labels is None else int(self.labels[i])
         return item
-
-
-class GlobalBatchSampler:
-    """Batches of ``(epoch, index)`` keys for one process, from optimizer step ``start_step`` to ``total_steps``.
-
-    Epoch e shuffles the N indices with seed ``(seed, e)`` and cuts them into ``N // global_batch`` global batches
-    (the rest is dropped); process r takes rows ``[r*b, (r+1)*b)`` of each, ``b = global_batch / num_processes``.
-    """
-
-    def __init__(
-        self, n: int, global_batch: int, rank: int, num_processes: int, seed: int, start_step: int, total_steps: int
-    ) -> None:
-        if global_batch % num_processes:
-            raise ValueError(f"global batch {global_batch} is not divisible by {num_processes} processes")
-        self.n, self.global_batch, self.rank, self.seed = n, global_batch, rank, seed
-        self.local_batch = global_batch // num_processes
-        self.steps_per_epoch = n // global_batch
-        self.start_step, self.total_steps = start_step, total_steps
-
-    def __len__(self) -> int:
-        return max(self.total_steps - self.start_step, 0)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order_epoch, order = -1, np.empty(0, dtype=np.int64)
-        for step in range(self.start_step, self.total_steps):
-            epoch, i = divmod(step, self.steps_per_epoch)
-            if epoch != order_epoch:
-                order_epoch, order = epoch, np.random.default_rng(_seed(self.seed, epoch)).permutation(self.n)
-            start = i * self.global_batch + self.rank * self.local_batch
-            yield [(epoch, int(k)) for k in order[start : start + self.local_batch]]
 
 
 def open_positives(path: Path, n: int, channels: int, dataset_fingerprint: str, what: str) -> PositiveStore:

@@ -5,7 +5,8 @@ from dataclasses import replace
 import numpy as np
 
 from clsp.config import DataConfig
-from clsp.data.imageset import ImageSet, resize_images, to_channels
+from clsp.data.imageset import ImageSet
+from clsp.data.pixels import resize_images, to_channels
 from clsp.data.rows import ImageRows, as_rows
 from clsp.errors import ClspError
 
@@ -20,7 +21,7 @@ def load_images(cfg: DataConfig, split: str) -> ImageSet:
     """Load one split (``train``, ``test``, ``unlabeled`` for STL-10; a folder's: ``clsp.data.folder_splits``) of
     ``cfg.source``.
 
-    Images get ``cfg.channels`` (see :func:`~clsp.data.imageset.to_channels`), then are resized to
+    Images get ``cfg.channels`` (see :func:`~clsp.data.pixels.to_channels`), then are resized to
     ``cfg.image_size`` when it is set. Nothing is downloaded unless ``cfg.download``.
     A ``split`` the source does not have is refused before anything is read.
     """

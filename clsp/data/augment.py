@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms import v2
 
 from clsp.config import AugmentConfig
-from clsp.data.imageset import pixel_statistics
+from clsp.data.pixels import pixel_statistics
 
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from clsp.data.imageset import ImageSet, content_fingerprint
+from clsp.data.imageset import ImageSet
+from clsp.data.pixels import content_fingerprint
 from clsp.data.rows import ImageRows
 from clsp.errors import ClspError
 from clsp.json_files import read_json_object

@@ -3,7 +3,8 @@
 import numpy as np
 from sklearn.datasets import load_digits
 
-from clsp.data.imageset import ImageSet, resize_images, stratified_split
+from clsp.data.imageset import ImageSet, stratified_split
+from clsp.data.pixels import resize_images
 
 DIGITS_MAX_VALUE = 16  # load_digits pixels are integers 0..16
 

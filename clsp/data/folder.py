@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from clsp.data.imageset import ImageSet, resize_images, to_channels
+from clsp.data.imageset import ImageSet
+from clsp.data.pixels import resize_images, to_channels
 from clsp.errors import ClspError
 
 MAX_IMAGE_PIXELS = 89_478_485

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clsp.data.imageset import resize_images
+from clsp.data.pixels import resize_images
 
 RELEASE_ALIGN = 2 << 20
 """Pages of a mapped file are released in windows of this alignment (the largest folio a fault maps)."""
@@ -44,7 +44,7 @@ def map_npy(path: Path) -> tuple[mmap.mmap, np.ndarray]:
 
 class ImageRows:
     """uint8 ``[N, size, size, C]`` images: rows ``rows`` (all when None) of ``source`` ``[M, H, W, C]``, resized to
-    ``size`` (antialiased bilinear, as :func:`~clsp.data.imageset.resize_images`) when it is set, read when indexed.
+    ``size`` (antialiased bilinear, as :func:`~clsp.data.pixels.resize_images`) when it is set, read when indexed.
 
     Indexing with an int gives ``[size, size, C]``, with a slice or an integer array/tensor ``[n, size, size, C]``;
     both are fresh writable arrays. Pickles as its file path when mapped (a spawned worker maps the file again).

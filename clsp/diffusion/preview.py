@@ -50,6 +50,6 @@ def preview_positives(cfg: Config, num_anchors: int, weights: list[float]) -> Pa
         )
     positives = model_to_images(x).reshape(rows, cols, *anchors_uint8.shape[1:])
     grid = np.concatenate([anchors_uint8[:, None], positives], axis=1).reshape(-1, *anchors_uint8.shape[1:])
-    out = cfg.run.output_dir / "diffusion"
+    out = cfg.layout.diffusion
     atomic_write_text(out / "preview_config.yaml", config_to_yaml(cfg))
     return save_image_grid(grid, out / "preview.png", nrow=cols + 1)

@@ -9,6 +9,7 @@ process or device it was made on.
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -60,6 +61,32 @@ class SamplerSettings:
                 f"positives.num_steps={self.num_steps} must divide diffusion.num_train_timesteps="
                 f"{self.num_train_timesteps} for DDIM; use e.g. 50, 100 or 200"
             )
+
+
+@lru_cache(maxsize=8)
+def alphas_cumprod(
+    num_train_timesteps: int, beta_start: float, beta_end: float, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """ᾱ_t = prod_{s <= t} (1 - β_s) for t = 0 .. T-1, β linear from ``beta_start`` to ``beta_end`` (Ho et al. 2020;
+    method.md 1.2): CPU ``[T]`` computed in ``dtype``. In float32 these are diffusers' schedulers' values bit for bit
+    (tests/diffusion/test_sampler.py checks it): the sampler and the export contract use them; the DDPM trainer
+    computes in float64 and rounds once, as the reference trainer does. Shared (cached): do not modify it in place."""
+    betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=dtype)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def step_alphas(scheduler: Scheduler, t: int) -> tuple[Tensor, Tensor]:
+    """ᾱ_t and ᾱ_t' of the step from t on ``scheduler``'s trailing grid, t' = t - T / num_steps; ᾱ_t' = 1 after
+    the last step (diffusers' ``set_alpha_to_one``). float32 CPU scalars: no host-device copy, no sync."""
+    c = scheduler.config
+    alphas = alphas_cumprod(c.num_train_timesteps, c.beta_start, c.beta_end)
+    t_prev = t - c.num_train_timesteps // scheduler.num_inference_steps
+    return alphas[t], alphas[t_prev] if t_prev >= 0 else torch.tensor(1.0)
+
+
+def ddim_sigma(a: Tensor, a_prev: Tensor, eta: float) -> Tensor:
+    """DDIM's σ_t for ᾱ_t = ``a``, ᾱ_t' = ``a_prev`` (Song et al. 2021, eq. 16); η = 1 is DDPM's posterior std."""
+    return eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5
 
 
 def make_scheduler(settings: SamplerSettings) -> Scheduler:
@@ -120,7 +147,7 @@ def interpolation_step(
     ``x_t``, ``anchors`` (clean, in [-1, 1]) and the noises are float32 ``[B, C, H, W]``; ``w`` float ``[B]``.
     ``variance_noise`` is DDIM's z (unused when ``eta`` is 0 or the solver is deterministic).
     """
-    alpha_bar = scheduler.alphas_cumprod[t]  # a CPU scalar: no host-device copy, no sync
+    alpha_bar, _ = step_alphas(scheduler, t)
     anchor_t = alpha_bar.sqrt() * anchors + (1 - alpha_bar).sqrt() * anchor_noise
     timesteps = torch.full((x_t.shape[0],), t, dtype=torch.int64, device=x_t.device)
     autocast = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -138,11 +165,9 @@ def ddim_step(
     """DDIM's update x_t -> x_t' on the trailing grid, t' = t - T / num_steps (method.md 2.3; Song et al. 2021,
     eq. 12), float32 ``[B, C, H, W]``. The same float32 operations in the same order as diffusers'
     ``DDIMScheduler.step``, so both give the same bits (tests/diffusion/test_sampler.py checks it)."""
-    t_prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    a = scheduler.alphas_cumprod[t]  # ᾱ_t, float32 as diffusers' linear schedule computes it
-    a_prev = scheduler.alphas_cumprod[t_prev] if t_prev >= 0 else scheduler.final_alpha_cumprod  # ᾱ_t'; 1 at the end
+    a, a_prev = step_alphas(scheduler, t)  # ᾱ_t, ᾱ_t'
     x0 = (x_t - (1 - a) ** 0.5 * eps) / a**0.5  # x̂_0, never clipped inside the loop
-    sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5  # σ_t; η = 1 is DDPM's posterior std
+    sigma = ddim_sigma(a, a_prev, eta)  # σ_t
     direction = (1 - a_prev - sigma**2) ** 0.5 * eps  # the part of x_t' that points back along ε̂
     x_prev = a_prev**0.5 * x0 + direction
     if eta > 0:

@@ -3,45 +3,53 @@
 Run as ``accelerate launch clsp/diffusion/train.py --config configs/digits.yaml [--set k=v] [--resume]`` or
 through ``clsp diffusion train``; both call :func:`train_diffusion`.
 
-Every batch (its images, flips, timesteps and noise) is a function of ``(run.seed, step, process)``, so a
-resumed run draws exactly what the uninterrupted run would have drawn.
+The loop, resume and interrupt handling are :mod:`clsp.loop`'s; every batch (its images, flips, timesteps and
+noise) is a function of ``(run.seed, step, process)``, so a resumed run draws exactly what the uninterrupted run
+would have drawn.
 """
 
 import copy
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
-from rich.progress import TextColumn
 from torch import Tensor
 
-from clsp.accelerator import stage_accelerator
 from clsp.atomic import give_default_modes, replace_folder
 from clsp.cli_args import run_script, script_parser
 from clsp.config import Config, load_config, save_resolved_config
 from clsp.data import ImageRows, as_rows, load_images
-from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_images, sample_positives
+from clsp.diffusion.sampler import (
+    SamplerSettings,
+    alphas_cumprod,
+    images_to_model,
+    model_to_images,
+    sample_positives,
+)
 from clsp.diffusion.unet import load_unet
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
-from clsp.interrupt import any_process, interrupted_error, stop_on_interrupt
 from clsp.json_files import json_field
-from clsp.progress import print_summary, progress_bar
-from clsp.run_folder import DATA_RESUME_SAFE, check_start, run_lock
-from clsp.training_state import (
-    PROGRESS_FILE,
-    commit_pending_state,
-    load_training_state,
-    non_finite_loss,
-    save_training_state,
+from clsp.loop import (
+    GlobalBatchSampler,
+    TrainingLoop,
+    check_resumed_step,
+    claimed_stage,
+    keyed_generator,
+    report,
+    training_accelerator,
 )
+from clsp.progress import progress_bar
+from clsp.run_folder import DATA_RESUME_SAFE
+from clsp.training_state import PROGRESS_FILE, load_training_state
 
 
 @dataclass
@@ -80,11 +88,6 @@ def _load_ema(ema: EMAModel, shadows: dict[str, Tensor], optimization_step: int,
     ema.optimization_step = optimization_step
 
 
-def _generator(*key: int) -> torch.Generator:
-    """A CPU generator keyed by ``key``; keys start with their seed and a stream tag (0: data order, 1: draws)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0]))
-
-
 def training_loss(unet: torch.nn.Module, alphas_cumprod: Tensor, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
     """ε-prediction MSE: ``x0`` float ``[B,C,H,W]`` in [-1,1], ``t`` int64 ``[B]``, ``noise`` like ``x0``."""
     alpha_bar = alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -97,14 +100,6 @@ def _staging_dir(target: Path) -> Path:
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     return tmp
-
-
-def _accelerator(precision: str) -> Accelerator:
-    if precision == "fp16" and not torch.cuda.is_available():
-        raise ClspError("diffusion.mixed_precision=fp16 needs a CUDA GPU; use bf16 or no")
-    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        raise ClspError("diffusion.mixed_precision=bf16: this GPU has no bf16; use fp16 or no")
-    return stage_accelerator(precision)
 
 
 def save_samples(unet: UNet2DModel, cfg: Config, path: Path) -> Path:
@@ -158,20 +153,21 @@ def train_diffusion(cfg: Config, resume: bool = False, overwrite: bool = False) 
     the settings changed beyond :data:`RESUME_SAFE`); without it an earlier run is only replaced with
     ``overwrite``. A non-finite loss or weights stop the run and never reach the saved state.
     """
-    stage_dir = cfg.run.output_dir / "diffusion"
     # the finished UNet counts too: a run whose state was deleted must not be replaced by a new one silently
-    check_start(stage_dir, cfg, resume, overwrite, ("state", "../unet"), RESUME_SECTIONS, RESUME_SAFE)
-    accelerator = _accelerator(cfg.diffusion.mixed_precision)
-    with run_lock(stage_dir, accelerator.is_main_process):
-        return _train(cfg, accelerator, resume)
+    outputs = ("state", "../unet")
+    accelerator = partial(training_accelerator, cfg.diffusion.mixed_precision, "diffusion")
+    with claimed_stage(
+        cfg.layout.diffusion, cfg, resume, overwrite, outputs, RESUME_SECTIONS, RESUME_SAFE, accelerator
+    ) as acc:
+        return _train(cfg, acc, resume)
 
 
 def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
     d = cfg.diffusion
     started = time.perf_counter()
-    out = cfg.run.output_dir
-    state_dir = out / "diffusion" / "state"
-    main = accelerator.is_main_process
+    out = cfg.layout
+    state_dir = out.diffusion / "state"
+    main, rank = accelerator.is_main_process, accelerator.process_index
 
     images = training_images(cfg)
     n, size, channels = images.shape[0], images.shape[1], images.shape[3]
@@ -183,7 +179,6 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
             f"{n} training images; lower diffusion.batch_size"
         )
     total_steps = d.epochs * steps_per_epoch
-    save_every = d.save_every_epochs * steps_per_epoch
 
     torch.manual_seed(cfg.run.seed)
     unet = load_unet(d.unet, size, channels, d.dropout)
@@ -202,95 +197,65 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool) -> TrainResult:
         _load_ema(
             ema, tensors["ema"], json_field(progress, "ema_optimization_step", int, path, fix, minimum=0), state_dir
         )
-        if step > total_steps:
-            raise ClspError(
-                f"--resume: {state_dir} is at step {step}, past the {total_steps} steps of diffusion.epochs="
-                f"{d.epochs}; raise diffusion.epochs"
-            )
+        check_resumed_step(step, total_steps, state_dir, "diffusion", d.epochs)
     elif main:
         shutil.rmtree(state_dir, ignore_errors=True)
     if main:
-        save_resolved_config(cfg, out / "diffusion")
+        save_resolved_config(cfg, out.diffusion)
 
-    alphas_cumprod = torch.cumprod(
-        1 - torch.linspace(d.beta_start, d.beta_end, d.num_train_timesteps, dtype=torch.float64), 0
-    ).float()
-    alphas_cumprod = alphas_cumprod.to(accelerator.device)
+    # float64, rounded once to float32, as the reference trainer does (the sampler uses diffusers' float32 values)
+    alpha_bars = alphas_cumprod(d.num_train_timesteps, d.beta_start, d.beta_end, torch.float64).float()
+    alpha_bars = alpha_bars.to(accelerator.device)
 
-    def save_state(pending: bool) -> None:
-        progress = {"step": step, "ema_optimization_step": ema.optimization_step}
+    def compute(batch: list[tuple[int, int]], step: int) -> tuple[Tensor, Tensor]:
+        x0 = images_to_model(images[np.array([i for _, i in batch])])
+        g = keyed_generator(cfg.run.seed, 1, step, rank)
+        if d.hflip:
+            x0 = torch.where(torch.rand(x0.shape[0], 1, 1, 1, generator=g) < 0.5, x0.flip(3), x0)
+        t = torch.randint(0, d.num_train_timesteps, (x0.shape[0],), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        x0, t, noise = (v.to(accelerator.device) for v in (x0, t, noise))
+        # linear warm-up, then constant (method.md 1.2: LambdaLR factor min(step, warmup) / warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = d.lr * (min(step, d.warmup_steps) / d.warmup_steps if d.warmup_steps else 1.0)
+        loss = training_loss(unet, alpha_bars, x0, t, noise)
+        return loss, loss.detach().float().reshape(1)
+
+    def state(step: int) -> tuple[dict[str, int], dict[str, dict[str, Tensor]]]:
         shadows = {str(i): p for i, p in enumerate(ema.shadow_params)}
-        save_training_state(accelerator, state_dir, unet, optimizer, progress, {"ema": shadows}, pending)
+        return {"step": step, "ema_optimization_step": ema.optimization_step}, {"ema": shadows}
 
-    losses: list[float] = []
-    interrupted = pending = False
-    rank, epoch_order = accelerator.process_index, (-1, torch.empty(0))
-    with stop_on_interrupt() as stop, progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
-        task = bar.add_task("DDPM training", total=total_steps, completed=step, loss="-", visible=main)
-        while step < total_steps:
-            epoch, i = divmod(step, steps_per_epoch)
-            if epoch_order[0] != epoch:
-                epoch_order = (epoch, torch.randperm(n, generator=_generator(cfg.run.seed, 0, epoch)))
-            start = i * per_step + rank * d.batch_size
-            x0 = images_to_model(images[epoch_order[1][start : start + d.batch_size]])
-            g = _generator(cfg.run.seed, 1, step, rank)
-            if d.hflip:
-                x0 = torch.where(torch.rand(x0.shape[0], 1, 1, 1, generator=g) < 0.5, x0.flip(3), x0)
-            t = torch.randint(0, d.num_train_timesteps, (x0.shape[0],), generator=g)
-            noise = torch.randn(x0.shape, generator=g)
-            x0, t, noise = (v.to(accelerator.device) for v in (x0, t, noise))
+    loop = TrainingLoop(
+        accelerator, unet, optimizer, state_dir, "diffusion", "DDPM training", total_steps,
+        d.save_every_epochs * steps_per_epoch, state, grad_clip=d.grad_clip,
+    )  # fmt: skip
+    batches = GlobalBatchSampler(n, per_step, rank, accelerator.num_processes, cfg.run.seed, step, total_steps)
 
-            # linear warm-up, then constant (method.md 1.2: LambdaLR factor min(step, warmup) / warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = d.lr * (min(step, d.warmup_steps) / d.warmup_steps if d.warmup_steps else 1.0)
-            loss = training_loss(unet, alphas_cumprod, x0, t, noise)
-            if not torch.isfinite(accelerator.reduce(loss.detach(), "sum")):
-                raise non_finite_loss(loss.item(), step, state_dir, "diffusion")
-            if pending:  # the saved weights gave a finite loss
-                commit_pending_state(accelerator, state_dir)
-                pending = False
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(unet.parameters(), d.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.step(accelerator.unwrap_model(unet).parameters())
-            step += 1
+    def after_step(step: int, summed: Tensor) -> None:
+        ema.step(accelerator.unwrap_model(unet).parameters())
 
-            losses.append(loss.item())
-            bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
-            interrupted = any_process(accelerator, stop[0])
-            last = interrupted or step == total_steps
-            if last or step % save_every == 0:
-                pending = not last
-                save_state(pending)
-            if interrupted:
-                break
+    ran = loop.run(step, total_steps, batches, compute, after_step)
 
     unet_dir = samples = None
-    if not interrupted and main:
+    if not ran.interrupted and main:
         final = copy.deepcopy(accelerator.unwrap_model(unet)).eval()
         ema.copy_to(final.parameters())
-        unet_dir = out / "unet"
+        unet_dir = out.unet
         tmp = _staging_dir(unet_dir)
         final.save_pretrained(tmp)
         give_default_modes(tmp)
         replace_folder(tmp, unet_dir)
-        samples = save_samples(final, cfg, out / "diffusion" / "samples.png") if d.num_samples else None
+        samples = save_samples(final, cfg, out.diffusion / "samples.png") if d.num_samples else None
     accelerator.wait_for_everyone()
     return TrainResult(
-        step, total_steps, losses, time.perf_counter() - started, interrupted, unet_dir, samples, state_dir
+        ran.step, total_steps, ran.losses, time.perf_counter() - started, ran.interrupted, unet_dir, samples, state_dir
     )
 
 
 def run_training(config: Path, overrides: list[str], resume: bool, overwrite: bool = False) -> TrainResult:
     """Load ``config`` with ``--set`` overrides, train, and print the summary (the CLI and the script); a run
     stopped by Ctrl-C or SIGTERM raises :class:`~clsp.interrupt.Interrupted` after its summary (exit 130 or 143)."""
-    result = train_diffusion(load_config(config, overrides), resume, overwrite)
-    if PartialState().is_main_process:
-        print_summary("DDPM training", result.summary())
-    if result.interrupted:
-        raise interrupted_error()
-    return result
+    return report(train_diffusion(load_config(config, overrides), resume, overwrite), "DDPM training")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -158,7 +158,7 @@ def load_unet(name_or_path: str, image_size: int, channels: int, dropout: float 
 def trained_unet_source(cfg: Config) -> str:
     """Where the UNet a run samples with comes from: ``<run.output_dir>/unet`` once trained there, else
     ``diffusion.pretrained`` (a shipped name or a folder), else a ``diffusion.unet`` folder."""
-    trained = cfg.run.output_dir / "unet"
+    trained = cfg.layout.unet
     if trained.is_dir():
         return str(trained)
     if cfg.diffusion.pretrained is not None:

@@ -80,7 +80,8 @@ def transfer_command(
     from clsp.config import load_config
 
     cfg = load_config(config, overrides or [])
-    from clsp.evaluation.transfer import parse_target, transfer_run, transfer_table
+    from clsp.evaluation.report import transfer_table
+    from clsp.evaluation.transfer import parse_target, transfer_run
     from clsp.progress import print_table
 
     chosen = tuple(parse_target(spec) for spec in targets) if targets else cfg.eval.transfer

@@ -14,21 +14,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clsp.atomic import atomic_write_text
+from clsp.atomic import atomic_write_text, file_sha256
 from clsp.config import Config, save_resolved_config
 from clsp.data import ImageRows, ImageSet, load_images_at, load_training_images
-from clsp.data.imageset import resize_images
+from clsp.data.pixels import resize_images
 from clsp.errors import ClspError
-from clsp.evaluation.features import extract_features
 from clsp.evaluation.knn import knn_accuracy
 from clsp.evaluation.label_efficient import label_efficient_eval
 from clsp.evaluation.linear import train_linear_probe
 from clsp.evaluation.plots import embedding_plot, read_metrics, training_curves
-from clsp.evaluation.report import write_report
+from clsp.evaluation.report import METRICS_FILE, write_report
+from clsp.evaluation.transfer import kept_transfer
+from clsp.features import extract_features
 from clsp.positives.quality import feature_hardness, quality_rows
 from clsp.positives.store import PositiveStore
-
-METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,8 @@ def store_feature_hardness(
 
 def _positive_store(cfg: Config) -> PositiveStore | None:
     """The run's positive store with every shard re-hashed (a damaged one is refused before any work), or None."""
-    from clsp.positives.generate import store_path
 
-    root = store_path(cfg)
+    root = cfg.positives_store
     if not (root / "manifest.json").is_file():
         return None
     return PositiveStore.open(root, check="full")
@@ -128,11 +126,11 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     requested, device = device, pick_device(device)
 
     started = time.perf_counter()
-    ssl_dir = cfg.run.output_dir / "ssl"
+    ssl_dir = cfg.layout.ssl
     if not (ssl_dir / WEIGHTS_FILE).is_file():
         raise ClspError(f"{ssl_dir}: no {WEIGHTS_FILE}; train first (clsp train CONFIG) or fix run.output_dir")
     store = _positive_store(cfg)
-    out = cfg.run.output_dir / "eval"
+    out = cfg.layout.eval
     save_resolved_config(cfg, out)
     torch.manual_seed(cfg.run.seed)
     encoder, spec = load_backbone(ssl_dir)
@@ -219,9 +217,6 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     if store is not None:
         files["positives"] = str(out / "positives.png")
     metrics["files"] = files
-    from clsp.atomic import file_sha256
-    from clsp.evaluation.transfer import kept_transfer
-
     # transfer figures of this very encoder stay (`clsp transfer` added them); a retrained one drops them
     metrics["transfer"] = kept_transfer(out / METRICS_FILE, file_sha256(ssl_dir / WEIGHTS_FILE))
     seconds = time.perf_counter() - started

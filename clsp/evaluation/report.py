@@ -7,6 +7,9 @@ from typing import Any
 
 from clsp.atomic import atomic_write_text
 
+METRICS_FILE = "metrics.json"
+"""``clsp eval``'s figures of a run, in ``<run>/eval/``; :func:`write_report` renders them as ``report.md``."""
+
 Metrics = dict[str, Any]
 
 ACCURACY_COLUMNS: dict[str, Callable[[Metrics], float | None]] = {
@@ -110,8 +113,6 @@ def _quality_section(scores: Metrics | None) -> list[str]:
 def _transfer_section(transfer: Metrics) -> list[str]:
     if not transfer:
         return []
-    from clsp.evaluation.transfer import transfer_table
-
     headers, rows = transfer_table(transfer)
     return [
         "## Transfer (`clsp transfer`, docs/transfer.md)\n",
@@ -150,3 +151,33 @@ def write_report(metrics: Metrics, path: Path) -> Path:
         *(f"![{name}]({Path(file).name})\n" for name, file in metrics["files"].items()),
     ]
     return atomic_write_text(path, "\n".join(parts))
+
+
+def transfer_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of ``clsp transfer``'s table (accuracies in %) of one or more targets' results."""
+    headers = [
+        "target",
+        "metric",
+        "top-1",
+        "per-class",
+        "C",
+        "val",
+        f"kNN {next(iter(results.values()))['knn_k']}",
+        "train/val/test",
+        "val split",
+    ]
+    rows = [
+        [
+            label,
+            r["metric"],
+            f"{r['top1']:.2f}",
+            f"{r['mean_per_class']:.2f}",
+            f"{r['C']:.3g}",
+            f"{r['validation_score']:.2f}",
+            f"{r['knn_top1']:.2f}",
+            f"{r['num_train']}/{r['num_val']}/{r['num_test']}",
+            r["validation"],
+        ]
+        for label, r in results.items()
+    ]
+    return headers, rows

@@ -24,9 +24,10 @@ from clsp.atomic import atomic_write, atomic_write_text, file_sha256
 from clsp.config import Config, DataConfig, TransferTarget
 from clsp.data import ImageSet, load_images_at
 from clsp.errors import ClspError
-from clsp.evaluation.features import extract_features
 from clsp.evaluation.knn import knn_accuracy
 from clsp.evaluation.logistic import WEIGHT_DECAYS, linear_transfer, validation_rows
+from clsp.evaluation.report import METRICS_FILE, write_report
+from clsp.features import extract_features
 from clsp.progress import note, progress_bar
 
 FEATURES_VERSION = 1
@@ -200,8 +201,6 @@ def transfer_run(
     to each target; the results join ``<run>/eval/metrics.json`` (``transfer``) and ``report.md``."""
     from clsp.accelerator import pick_device
     from clsp.contrastive.backbones import WEIGHTS_FILE, load_backbone
-    from clsp.evaluation.evaluate import METRICS_FILE
-    from clsp.evaluation.report import write_report
 
     if not targets:
         raise ClspError("no transfer target: pass --target (e.g. --target fashion_mnist) or set eval.transfer")
@@ -220,23 +219,3 @@ def transfer_run(
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     write_report(metrics, run / "eval" / "report.md")
     return results
-
-
-def transfer_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of ``clsp transfer``'s table (accuracies in %)."""
-    headers = ["target", "metric", "top-1", "per-class", "C", "val", f"kNN {KNN_K}", "train/val/test", "val split"]
-    rows = [
-        [
-            label,
-            r["metric"],
-            f"{r['top1']:.2f}",
-            f"{r['mean_per_class']:.2f}",
-            f"{r['C']:.3g}",
-            f"{r['validation_score']:.2f}",
-            f"{r['knn_top1']:.2f}",
-            f"{r['num_train']}/{r['num_val']}/{r['num_test']}",
-            r["validation"],
-        ]
-        for label, r in results.items()
-    ]
-    return headers, rows

@@ -45,8 +45,9 @@ def generate(
     """
     cfg = load_config(config, [*(overrides or []), *([f"positives.backend={backend}"] if backend else [])])
     from clsp.positives.generate import generate_positives
+    from clsp.runtime.load import load_denoiser
 
-    result = generate_positives(cfg, limit, device)
+    result = generate_positives(cfg, limit, device, backend=load_denoiser)
     if result.num_processes == 1 or _is_main_process():
         print_summary("positives generate", result.summary())
 
@@ -89,16 +90,15 @@ def score(
     ] = None,
 ) -> None:
     cfg = load_config(config, overrides or [])
-    from clsp.positives.generate import store_path
     from clsp.positives.inspect import store_dataset, store_quality
     from clsp.positives.quality import quality_rows
     from clsp.positives.store import PositiveStore
 
-    root = store_path(cfg)
+    root = cfg.positives_store
     store = PositiveStore.open(root, check="size")
     scores = store_quality(store, cfg, limit)
     rows = {"store": root, "dataset": scores["dataset"], **quality_rows(scores)}
-    ssl_dir = cfg.run.output_dir / "ssl"
+    ssl_dir = cfg.layout.ssl
     if (ssl_dir / "backbone.safetensors").is_file():
         from clsp.contrastive.backbones import load_backbone
         from clsp.evaluation.evaluate import store_feature_hardness
@@ -194,11 +194,11 @@ def import_array(
 ) -> None:
     """Import one [N, k, H, W, C] .npy of positives (the reference code's layout) as a store for CONFIG's data."""
     cfg = load_config(config, overrides or [])
-    from clsp.positives.generate import anchor_images, store_path
+    from clsp.positives.generate import anchor_images
     from clsp.positives.store import PositiveStore
 
     dataset, _ = anchor_images(cfg, None)
-    root = store_path(cfg)
+    root = cfg.positives_store
     store = PositiveStore.import_array(
         array,
         root,

@@ -9,6 +9,7 @@ index), so the store is the same for any batch size, process count or resume poi
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,34 @@ def shipped_unet_record(cfg: Config) -> dict[str, object]:
     return {"unet_shipped": {"name": source, "weights_sha256": p["weights_sha256"], "command": p["command"]}}
 
 
-def store_path(cfg: Config) -> Path:
-    return cfg.ssl.positives or cfg.run.output_dir / "positives"
+DenoiserBackend = Callable[[Config, InterpolatingDenoiser, torch.device], Denoiser]
+"""``(cfg, denoiser, device) -> the denoiser positives.backend runs``: :func:`torch_backend`, or
+:func:`clsp.runtime.load.load_denoiser` for the exported backends (the runtime is a layer above this one, so the
+commands that generate pass it in)."""
+
+
+def effective_precision(cfg: Config) -> str:
+    """The precision ``positives.backend``'s denoiser computes in: ``positives.precision`` for torch and TorchScript
+    (traced graphs follow autocast), fp32 for ONNX Runtime and pt2, ``export.trt_precision`` for TensorRT."""
+    backend = cfg.positives.backend
+    if backend in ("torch", "torchscript"):
+        return cfg.positives.precision
+    return cfg.export.trt_precision if backend == "trt" else "fp32"
+
+
+def torch_backend(cfg: Config, denoiser: InterpolatingDenoiser, device: torch.device) -> Denoiser:
+    """``positives.backend=torch``: ``denoiser`` itself, compiled when ``positives.compile`` is set. Another backend
+    runs an export, which only :func:`clsp.runtime.load.load_denoiser` opens: a one-line error here."""
+    if cfg.positives.backend != "torch":
+        raise ClspError(
+            f"positives.backend={cfg.positives.backend} runs an export: generate with `clsp positives generate`, or "
+            "pass backend=clsp.runtime.load.load_denoiser to generate_positives"
+        )
+    if cfg.positives.compile:
+        # CUDA graphs (reduce-overhead) replay the whole step without per-kernel launch cost.
+        mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+        return torch.compile(denoiser, mode=mode, dynamic=False)
+    return denoiser
 
 
 def anchor_images(cfg: Config, limit: int | None) -> tuple[ImageSet, ImageRows]:
@@ -130,10 +157,13 @@ def generate_shard(
     return out.numpy().reshape(len(rows), num_candidates, *anchors.shape[1:])
 
 
-def generate_positives(cfg: Config, limit: int | None = None, device: str = "auto") -> GenerationResult:
+def generate_positives(
+    cfg: Config, limit: int | None = None, device: str = "auto", backend: DenoiserBackend = torch_backend
+) -> GenerationResult:
     """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``).
 
     ``device``: ``auto`` (each process's CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    ``backend``: what runs the denoiser (:data:`DenoiserBackend`); the default runs only ``positives.backend=torch``.
     """
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
@@ -152,9 +182,7 @@ def generate_positives(cfg: Config, limit: int | None = None, device: str = "aut
             f"the UNet makes {list(denoiser.sample_shape)} [C,H,W] images but the anchors are "
             f"{list(anchors.shape[1:])} [H,W,C]; set diffusion.image_size to the UNet's size"
         )
-    from clsp.runtime.load import effective_precision, load_denoiser  # imports clsp.export, which imports this module
-
-    denoiser = load_denoiser(cfg, denoiser, accelerator.device)  # positives.backend: the module or its export
+    denoiser = backend(cfg, denoiser, accelerator.device)  # positives.backend: the module or its export
     precision = effective_precision(cfg)  # ort and pt2 run fp32 whatever positives.precision says
     provenance = {
         "dataset": dataset.name,
@@ -168,7 +196,7 @@ def generate_positives(cfg: Config, limit: int | None = None, device: str = "aut
         "seed": p.seed,
         "noise": NOISE_VERSION,
     }
-    root = store_path(cfg)
+    root = cfg.positives_store
     header = dict(
         n=len(dataset),
         num_candidates=p.num_candidates,

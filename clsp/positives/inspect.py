@@ -11,9 +11,10 @@ import numpy as np
 from clsp.atomic import atomic_write_text
 from clsp.config import RESOLVED_CONFIG_NAME, Config, load_config
 from clsp.data import ImageRows, ImageSet, load_images
-from clsp.data.imageset import resize_images
+from clsp.data.pixels import resize_images
 from clsp.errors import ClspError
 from clsp.grid import save_image_grid
+from clsp.positives.generate import anchor_images
 from clsp.positives.quality import (
     QUALITY_VERSION,
     ReferenceClassifier,
@@ -39,8 +40,6 @@ def store_config(store: PositiveStore) -> Config:
 def store_dataset(store: PositiveStore, cfg: Config | None = None) -> tuple[ImageSet, ImageRows]:
     """The training images a store was made from (``cfg``'s data, default the config beside the store) and its
     anchors, uint8 ``[N, H, W, C]`` at the store's size; refused unless the store was made from exactly these."""
-    from clsp.positives.generate import anchor_images
-
     dataset, anchors = anchor_images(cfg or store_config(store), store.n)
     store.check_matches(len(dataset), dataset.fingerprint, dataset.name)
     return dataset, anchors
@@ -62,8 +61,6 @@ class RealReference:
 
 def real_reference(cfg: Config, size: int) -> RealReference:
     """The :class:`RealReference` of ``cfg``'s data at ``size`` px; the classifier is seeded by ``positives.seed``."""
-    from clsp.positives.generate import anchor_images
-
     train, reference = anchor_images(cfg, None)
     test = load_images(cfg.data, cfg.data.test_split)
     labelled = load_images(cfg.data, cfg.data.labeled_split)

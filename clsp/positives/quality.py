@@ -35,8 +35,9 @@ from sklearn.preprocessing import StandardScaler
 
 from clsp.config import AugmentConfig
 from clsp.data.augment import build_augmentation
-from clsp.data.imageset import ImageSet, resize_images
-from clsp.evaluation.features import Encoder, extract_features
+from clsp.data.imageset import ImageSet
+from clsp.data.pixels import resize_images
+from clsp.features import Encoder, extract_features
 
 CONFIDENCE_THRESHOLD = 0.5
 """A candidate whose top class probability is below this is one the classifier is unsure of."""

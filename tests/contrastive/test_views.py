@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clsp.config import AugmentConfig
-from clsp.contrastive.views import GlobalBatchSampler, MultiViewDataset, open_positives
+from clsp.contrastive.views import MultiViewDataset, open_positives
 from clsp.data.augment import build_augmentation
 from clsp.errors import ClspError
 from clsp.positives.store import PositiveStore
@@ -63,16 +63,6 @@ def test_items_repeat_per_key_and_differ_across_epochs(store):
 def test_real_ablation_and_baseline_views(store):
     assert drawn_candidate(dataset(store, "real")[(0, 0)]) == 19  # 200 / 10 - 1: the real image
     assert "v3" not in dataset(None, "none")[(0, 0)]
-
-
-def test_two_processes_together_see_what_one_process_sees():
-    one = list(GlobalBatchSampler(50, 8, 0, 1, 3, 0, 13))
-    r0 = list(GlobalBatchSampler(50, 8, 0, 2, 3, 0, 13))
-    r1 = list(GlobalBatchSampler(50, 8, 1, 2, 3, 0, 13))
-    assert [a + b for a, b in zip(r0, r1, strict=True)] == one
-    assert len(one) == 13 and one[6][0][0] == 1  # 6 steps per epoch (drop_last), step 6 is in epoch 1
-    assert len({k for batch in one[:6] for k in batch}) == 48
-    assert list(GlobalBatchSampler(50, 8, 0, 1, 3, 4, 13)) == one[4:]
 
 
 def test_store_checks(store, tmp_path):

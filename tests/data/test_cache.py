@@ -12,7 +12,7 @@ from PIL import Image
 
 from clsp.config import DataConfig, config_from_dict
 from clsp.data import ImageRows, load_images
-from clsp.data.imageset import content_fingerprint
+from clsp.data.pixels import content_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,12 +122,12 @@ def test_a_loaded_config_caches_beside_the_runs_and_the_setting_is_not_a_stage_s
 def test_summarising_a_mapped_split_holds_a_few_chunks_not_the_array(tmp_path: Path, monkeypatch) -> None:
     import tracemalloc
 
-    from clsp.data import imageset
+    from clsp.data import pixels
 
     write_folder(tmp_path / "images", 400)
     cfg = DataConfig(source="folder", root=tmp_path / "images", cache_dir=tmp_path / "cache", image_size=32)
     load_images(cfg, "all")  # build the entry
-    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 32 * 32 * 2)  # 200 chunks (float64: 3 chunks ~ 12 %)
+    monkeypatch.setattr(pixels, "STATS_CHUNK_PIXELS", 32 * 32 * 2)  # 200 chunks (float64: 3 chunks ~ 12 %)
     tracemalloc.start()
     images = load_images(cfg, "all")
     rows = images.summary()

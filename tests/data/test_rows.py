@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from clsp.data import imageset
-from clsp.data.imageset import pixel_statistics, resize_images
+from clsp.data import pixels
+from clsp.data.pixels import pixel_statistics, resize_images
 from clsp.data.rows import ImageRows, as_rows, map_npy
 
 
@@ -85,7 +85,7 @@ def walk_statistics(images: ImageRows) -> None:
 
 
 def walk_features(images: ImageRows) -> None:
-    from clsp.evaluation.features import extract_features
+    from clsp.features import extract_features
 
     extract_features(lambda x: x.mean((2, 3)), images, (0.5,) * 3, (0.25,) * 3, batch_size=64)  # `clsp eval`
 
@@ -104,7 +104,7 @@ def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_spli
 ) -> None:
     images = random_images(3000, 64, seed=3)  # 36.9 MB, many release windows
     np.save(tmp_path / "images.npy", images)
-    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 64 * 64 * 80)
+    monkeypatch.setattr(pixels, "STATS_CHUNK_PIXELS", 64 * 64 * 80)
     walk(as_rows(images[:200]))  # first calls map in library code: that is not the data's
     mapped, peak = ImageRows.open(tmp_path / "images.npy"), [0]
     release = ImageRows._release
@@ -126,8 +126,8 @@ def test_walking_a_mapped_split_keeps_the_resident_set_near_a_batch_not_the_spli
 def test_statistics_of_a_mapped_split_are_numpy_s(tmp_path: Path, monkeypatch) -> None:
     images = random_images(500, 16, seed=4)
     np.save(tmp_path / "images.npy", images)
-    monkeypatch.setattr(imageset, "STATS_CHUNK_PIXELS", 16 * 16 * 7)
+    monkeypatch.setattr(pixels, "STATS_CHUNK_PIXELS", 16 * 16 * 7)
     mean, std = pixel_statistics(ImageRows.open(tmp_path / "images.npy"))
-    pixels = images.reshape(-1, 3) / 255
-    np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(std, pixels.std(0), rtol=1e-12)
+    flat = images.reshape(-1, 3) / 255
+    np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-12)

@@ -1,4 +1,6 @@
 import itertools
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 from clsp.diffusion.sampler import (
     SamplerSettings,
+    alphas_cumprod,
     ddim_step,
     images_to_model,
     interpolation_step,
@@ -82,6 +85,25 @@ def test_one_step_is_the_ddim_formula(eta, t, t_prev):
     assert (out.double() - expected).abs().max() < 1e-5
     if t_prev < 0:
         assert (out.double() - x0).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("num_train_timesteps", "beta_start", "beta_end"), [(1000, 1e-4, 0.02), (400, 3e-4, 0.05)])
+def test_one_alpha_bar_is_diffusers_schedulers_in_float32_and_the_product_in_float64(
+    num_train_timesteps, beta_start, beta_end
+):
+    ours = alphas_cumprod(num_train_timesteps, beta_start, beta_end)
+    for solver in ("ddim", "dpm-solver++"):
+        settings = _settings(solver=solver, num_steps=10, num_train_timesteps=num_train_timesteps)
+        settings = replace(settings, beta_start=beta_start, beta_end=beta_end)
+        assert torch.equal(ours, make_scheduler(settings).alphas_cumprod), solver
+    betas = [beta_start + (beta_end - beta_start) * i / (num_train_timesteps - 1) for i in range(num_train_timesteps)]
+    products = [
+        math.prod(1 - b for b in betas[: t + 1]) for t in (0, 1, num_train_timesteps // 2, num_train_timesteps - 1)
+    ]
+    wide = alphas_cumprod(num_train_timesteps, beta_start, beta_end, torch.float64)
+    picked = wide[[0, 1, num_train_timesteps // 2, num_train_timesteps - 1]].tolist()
+    assert picked == pytest.approx(products, rel=1e-12)  # by hand, in Python floats
+    assert (wide - ours.double()).abs().max() < 1e-6  # what float32 costs
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.1, 1.0])

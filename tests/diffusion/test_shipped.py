@@ -106,7 +106,7 @@ def test_which_unet_a_run_samples_with(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "min_class_kept", "max_off_manifold"),
     # Fashion: its whole store keeps the class in 44% of positives (the judge is right on 82% of real images) with
-    # 2.2% off-manifold (README): short of the 0.8 x judge the method needs; the bounds catch a regression from there.
+    # 2.2% off-manifold (docs/results.md): short of the 0.8 x judge the method needs; the bounds catch a regression from there.
     [(NAME, 0.6, 0.1), pytest.param("fashion-mnist-pretrained", 0.32, 0.08, marks=pytest.mark.skipif(
         not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"))],
 )  # fmt: skip
@@ -114,7 +114,7 @@ def test_positives_from_the_shipped_unet_keep_their_class(
     tmp_path: Path, name: str, min_class_kept: float, max_off_manifold: float
 ) -> None:
     """A regression check of each shipped artifact at its config's sampler settings (the full-store figures are in
-    README and bench/RESULTS.md): 96 anchors x the config's candidates (digits 2, Fashion 1)."""
+    docs/results.md and bench/RESULTS.md): 96 anchors x the config's candidates (digits 2, Fashion 1)."""
     cfg = load_config(REPO_ROOT / CONFIGS[name], [f"run.output_dir={tmp_path}"])
     generate_positives(cfg, limit=96)
     store = PositiveStore.open(tmp_path / "positives")

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clsp.evaluation.features import extract_features
 from clsp.evaluation.linear import topk_accuracy, train_linear_probe
+from clsp.features import extract_features
 
 
 def clusters(seed: int, n: int, scale: float, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 from clsp.config import DataConfig, TransferTarget
 from clsp.contrastive.backbones import build_backbone, save_backbone
 from clsp.data import load_images
-from clsp.data.imageset import resize_images, to_channels
+from clsp.data.pixels import resize_images, to_channels
 from clsp.errors import ClspError
 from clsp.evaluation import transfer as transfer_module
 from clsp.evaluation.evaluate import evaluate_run, read_run_metrics

@@ -12,10 +12,11 @@ from torch import nn
 
 from clsp.contrastive.backbones import load_backbone, save_backbone
 from clsp.data import ImageSet, load_images
-from clsp.demo import RESULT_FILE, result_encoder
+from clsp.demo import result_encoder
 from clsp.errors import ClspError
 from clsp.export.artifacts import METADATA_FILE, artifact_dir
 from clsp.positives.generate import unet_content_hash
+from clsp.run_layout import DEMO_RESULT_FILE
 from clsp.runtime.features import encode_images
 
 
@@ -37,7 +38,7 @@ def demo_folder(fresh_run: Path, config_of) -> Path:
     shutil.move(fresh_run / "ssl", clsp_run / "ssl")
     perturbed_copy(clsp_run / "ssl", fresh_run / "seed0" / "simclr" / "ssl")
     record = {"encoder": result_encoder(config_of(fresh_run), [0])}
-    (fresh_run / RESULT_FILE).write_text(json.dumps(record))
+    (fresh_run / DEMO_RESULT_FILE).write_text(json.dumps(record))
     return fresh_run
 
 
@@ -86,7 +87,7 @@ def test_run_option_picks_another_encoder_for_export_and_features(
 
 
 def test_no_encoder_found_is_one_line_that_lists_the_runs_to_pick(demo_folder: Path, command) -> None:
-    (demo_folder / RESULT_FILE).unlink()  # an unfinished demo: no recorded result
+    (demo_folder / DEMO_RESULT_FILE).unlink()  # an unfinished demo: no recorded result
     result = command("export", demo_folder, "--onnx")
     assert isinstance(result.exception, ClspError), result.output
     message = str(result.exception)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from clsp.data import ImageSet, load_images
-from clsp.evaluation.features import normalise_images
 from clsp.export.artifacts import artifact_dir
+from clsp.features import normalise_images
 from clsp.runtime.features import encode_images
 
 CPP_DIR = Path(__file__).resolve().parents[2] / "runtime" / "cpp"

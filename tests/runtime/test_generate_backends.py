@@ -11,11 +11,12 @@ from clsp.cli import app
 from clsp.errors import ClspError
 from clsp.positives.generate import generate_positives
 from clsp.positives.store import PositiveStore
+from clsp.runtime.load import load_denoiser
 
 
 def positives(cfg) -> np.ndarray:
     """uint8 ``[N, k, H, W, C]`` of the finished store."""
-    result = generate_positives(cfg, limit=8)
+    result = generate_positives(cfg, limit=8, backend=load_denoiser)
     assert result.complete
     store = PositiveStore.open(result.store)
     return np.stack([[store.candidate(i, j) for j in range(store.num_candidates)] for i in range(store.n)])
@@ -35,7 +36,7 @@ def test_exported_backends_make_the_torch_positives_within_one_level(
 
 def test_a_backend_without_its_export_is_refused(fresh_run: Path, config_of) -> None:
     with pytest.raises(ClspError, match=r"positives.backend=pt2 needs it: run `clsp export CONFIG --pt2`"):
-        generate_positives(config_of(fresh_run, "positives.backend=pt2"), limit=4)
+        generate_positives(config_of(fresh_run, "positives.backend=pt2"), limit=4, backend=load_denoiser)
 
 
 def test_generate_command_backend_option_picks_the_export(
@@ -75,13 +76,19 @@ def test_a_store_records_its_backend_and_real_precision_and_never_mixes_them(
 ) -> None:
     store = tmp_path / "store"
     ort_bf16 = config_of(exported_run, f"ssl.positives={store}", "positives.backend=ort", "positives.precision=bf16")
-    assert generate_positives(ort_bf16, limit=4).complete
+    assert generate_positives(ort_bf16, limit=4, backend=load_denoiser).complete
     provenance = PositiveStore.open(store).provenance
     assert provenance["backend"] == "ort" and provenance["sampler"]["precision"] == "fp32"  # ONNX runs fp32
     ort_fp32 = config_of(exported_run, f"ssl.positives={store}", "positives.backend=ort", "positives.precision=fp32")
-    assert generate_positives(ort_fp32, limit=4).generated == 0  # the same positives: resumed, nothing to do
+    assert (
+        generate_positives(ort_fp32, limit=4, backend=load_denoiser).generated == 0
+    )  # the same positives: resumed, nothing to do
     with pytest.raises(ClspError) as refused:  # torch under bf16 autocast makes other positives
-        generate_positives(config_of(exported_run, f"ssl.positives={store}", "positives.precision=bf16"), limit=4)
+        generate_positives(
+            config_of(exported_run, f"ssl.positives={store}", "positives.precision=bf16"),
+            limit=4,
+            backend=load_denoiser,
+        )
     message = str(refused.value)
     assert '(provenance.backend: "ort" -> "torch"; provenance.sampler.precision: "fp32" -> "bf16")' in message
     assert "\n" not in message

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from clsp.evaluation.features import normalise_images
 from clsp.export.parity import odd_strides
 from clsp.export.real_inputs import denoiser_real_inputs, encoder_real_inputs
 from clsp.export.specs import run_denoiser, run_encoder
+from clsp.features import normalise_images
 from clsp.runtime.layout import standard_layout, standard_strides
 from clsp.runtime.load import load_denoiser, load_encoder
 
