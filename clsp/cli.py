@@ -1,12 +1,18 @@
 """The ``clsp`` command: thin wrappers that parse, load the config, call the library and print a summary."""
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clsp.cli_args import ConfigArgument, SetOption
+from clsp.cli_args import (
+    DEFAULT_CONFIG,
+    ConfigArgument,
+    DefaultConfigArgument,
+    SetOption,
+    parse_name_list,
+    parse_number_list,
+)
 from clsp.config import DEMO_METHODS, load_config, save_resolved_config
 from clsp.contrastive.commands import train_command
 from clsp.diffusion.commands import diffusion_app
@@ -39,17 +45,16 @@ app.command("features")(features_command)
 
 @app.command()
 def demo(
-    config: Annotated[Path, typer.Argument(help="YAML config; the default is the embedded digits dataset.")] = Path(
-        "configs/digits.yaml"
-    ),
+    config: DefaultConfigArgument = DEFAULT_CONFIG,
     overrides: SetOption = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny budget (about a minute): a smoke test, its numbers mean nothing.")
     ] = False,
     seeds: Annotated[
-        list[int] | None,
+        str | None,
         typer.Option(
-            "--seed", help="SSL seed (repeatable: mean ± std over seeds); default 3 seeds from run.seed (--quick: 1)."
+            "--seeds",
+            help="Comma-separated SSL seeds (mean ± std over them); default 3 seeds from run.seed (--quick: 1).",
         ),
     ] = None,
     train_diffusion: Annotated[
@@ -84,8 +89,9 @@ def demo(
     Rerunning skips finished stages."""
     from clsp.demo import demo as run
 
-    rows = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
-    run(config, overrides or [], quick, seeds, train_diffusion, rows, overwrite)
+    rows = None if methods is None else parse_name_list(methods, "--methods")  # demo.methods checks them
+    seed_list = None if seeds is None else parse_number_list(seeds, "--seeds", int, "0,1,2", 0, 2**31 - 1)
+    run(config, overrides or [], quick, seed_list, train_diffusion, rows, overwrite)
 
 
 @app.command()
@@ -101,7 +107,7 @@ def data_show(
     config: ConfigArgument,
     overrides: SetOption = None,
     split: Annotated[str | None, typer.Option(help="Split to show; default: data.train_split.")] = None,
-    num_images: Annotated[int, typer.Option("--n", min=1, help="Images in the PNG grid.")] = 64,
+    num_images: Annotated[int, typer.Option("--images", min=1, help="Images in the PNG grid.")] = 64,
     download: Annotated[bool, typer.Option("--download", help="Let torchvision download CIFAR/STL-10.")] = False,
     skip_bad_images: Annotated[
         bool, typer.Option("--skip-bad-images", help="folder source: skip unreadable files with a warning.")

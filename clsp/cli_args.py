@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-ConfigArgument = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/digits.yaml.", show_default=False)]
+CONFIG_HELP = "YAML config file, or a shipped config by name: digits, fashion_mnist, cifar10_simclr_clsp, ..."
+ConfigArgument = Annotated[Path, typer.Argument(help=CONFIG_HELP + ".", show_default=False)]
+DefaultConfigArgument = Annotated[Path, typer.Argument(help=CONFIG_HELP + "; default: digits (the embedded dataset).")]
+DEFAULT_CONFIG = Path("digits")
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config field, e.g. --set data.image_size=32 (repeatable)."),
@@ -27,11 +30,27 @@ def parse_number_list(text: str, option: str, kind: type, example: str, lo: floa
     return values
 
 
+def parse_name_list(text: str, option: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``; ClspError naming ``option`` for an empty list or a name not in ``allowed`` (None:
+    the config that receives the names checks them)."""
+    from clsp.errors import ClspError
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ClspError(f"{option} {text!r}: give one or more names, comma-separated")
+    if allowed is None:
+        return names
+    unknown = next((name for name in names if name not in allowed), None)
+    if unknown is not None:
+        raise ClspError(f"{option} {unknown!r}: use {' or '.join(allowed) if len(allowed) < 3 else ', '.join(allowed)}")
+    return names
+
+
 def script_parser(description: str, state_dir: str) -> argparse.ArgumentParser:
     """The options every ``accelerate launch`` training script takes: --config, --set (repeatable), --resume,
     --overwrite."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/digits.yaml")
+    parser.add_argument("--config", type=Path, required=True, help=CONFIG_HELP)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value")
     parser.add_argument("--resume", action="store_true", help=f"continue from <output_dir>/{state_dir}")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs and state")

@@ -4,6 +4,7 @@ Defaults are the paper's CIFAR-10 settings (docs/method.md sections 1-4); the YA
 ``configs/`` override what differs per dataset and the embedded digits default shrinks everything for a CPU.
 """
 
+import importlib.resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -231,6 +232,11 @@ class DiffusionConfig(Section):
         return self
 
 
+Backend = Literal["torch", "ort", "torchscript", "pt2", "trt"]
+"""What runs an exported model: torch (the module itself), ONNX Runtime, TorchScript, pt2 (AOTInductor), TensorRT."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
 class PositivesConfig(Section):
     num_candidates: int = Field(8, ge=1)
     """k: synthetic positives per training image."""
@@ -249,7 +255,7 @@ class PositivesConfig(Section):
     seed: int = Field(0, ge=0, lt=2**64)
     """Key of the counter-based noise (clsp.diffusion.noise): with the image and candidate index, it fixes every
     positive."""
-    backend: Literal["torch", "ort", "torchscript", "pt2", "trt"] = "torch"
+    backend: Backend = "torch"
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16 runs the denoiser under autocast (about 2x faster on CPUs with bf16 units)."""
     compile: bool = False
@@ -578,16 +584,33 @@ def config_from_dict(raw: dict, source: str = "config", overrides: list[str] | t
         raise ClspError(_format_error(source, e)) from None
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs installed with the package (``configs/`` of the repository), by name: ``{"digits": path, ...}``."""
+    folder = Path(str(importlib.resources.files("clsp.configs")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` when it exists; else, for a bare name or a ``configs/<name>.yaml`` that is not here (a folder outside
+    the repository), the shipped config of that name; else ``path`` unchanged (and the caller reports it missing)."""
+    path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("configs")) or path.suffix not in ("", ".yaml"):
+        return path
+    return shipped_configs().get(path.stem, path)
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings applied first.
 
     Also refuses a ``run.output_dir`` that cannot be a folder (it, or a parent, is a file).
     """
-    path = Path(path)
+    path = resolve_config_path(path)
     if path.is_dir():
         raise ClspError(f"config '{path}' is a folder; pass a YAML file such as configs/digits.yaml")
     if not path.is_file():
-        raise ClspError(f"config file '{path}' not found; pass a YAML file such as configs/digits.yaml")
+        raise ClspError(
+            f"config file '{path}' not found; pass a YAML file or a shipped config: {', '.join(shipped_configs())}"
+        )
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ClspError(f"{path}: {size} bytes; a config may have at most {MAX_CONFIG_BYTES} (they are a few KB)")

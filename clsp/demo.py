@@ -257,7 +257,7 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
         if overwrite and ledger.changed("positives", settings):
             shutil.rmtree(cfg.positives_store, ignore_errors=True)  # made with other settings: start it over
         ledger.run(
-            "positives", settings, lambda resume: generate_positives(cfg, backend=load_denoiser)
+            "positives", settings, lambda resume: generate_positives(cfg, backend=load_denoiser, resume=True)
         )  # resumes a store of these settings
         store = PositiveStore.open(cfg.positives_store, check="size")
         ledger.run(

@@ -182,7 +182,7 @@ def run_specs(cfg: Config, models: tuple[Kind, ...] = KINDS, run: Path | None = 
     if not specs:
         raise ClspError(f"nothing to export in {cfg.run.output_dir}: " + "; ".join(missing))
     if missing:
-        found = " and ".join(f"--model {spec.kind}" for spec in specs)
+        found = "--models " + ",".join(spec.kind for spec in specs)
         raise ClspError("; ".join(missing) + f"; to export the rest alone, pass {found}")
     return specs
 

@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 
-from clsp.cli_args import ConfigArgument, SetOption
-from clsp.config import load_config
+from clsp.cli_args import ConfigArgument, SetOption, parse_name_list
+from clsp.config import BACKENDS, load_config
 from clsp.errors import ClspError
 from clsp.progress import print_summary
 
-BACKENDS = ("torch", "ort", "torchscript", "pt2", "trt")
 RunOption = Annotated[
     Path | None,
     typer.Option(
@@ -41,9 +40,9 @@ def export_command(
         bool | None,
         typer.Option("--check/--no-check", help="Compare each new artifact with PyTorch. Default: export.check."),
     ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", help="denoiser or encoder (repeatable). Default: both; a missing one is an error."),
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated: denoiser, encoder. Default: both; a missing one is an error."),
     ] = None,
     run: RunOption = None,
 ) -> None:
@@ -61,13 +60,10 @@ def export_command(
     from clsp.export.encoder_source import find_encoder
     from clsp.export.specs import KINDS
 
-    models = tuple(dict.fromkeys(model or KINDS))
-    for name in models:
-        if name not in KINDS:
-            raise ClspError(f"--model {name!r}: use {' or '.join(KINDS)}")
-    results = export_run(cfg, tuple(flags) or None, check, models, run)
+    chosen = tuple(dict.fromkeys(parse_name_list(models, "--models", KINDS))) if models is not None else KINDS
+    results = export_run(cfg, tuple(flags) or None, check, chosen, run)
     summary = {f"{r.kind} {r.fmt}": r.summary() for r in results}
-    if "encoder" in models:
+    if "encoder" in chosen:
         summary = {"encoder": str(find_encoder(cfg, run)), **summary}
     print_summary("clsp export", summary)
 

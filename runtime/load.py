@@ -7,12 +7,12 @@ that :func:`~clsp.diffusion.sampler.sample_positives` takes, and the encoder ``i
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from clsp.config import Config
+from clsp.config import Backend, Config
 from clsp.diffusion.sampler import Denoiser, SamplerSettings
 from clsp.diffusion.unet import InterpolatingDenoiser
 from clsp.errors import ClspError
@@ -21,7 +21,6 @@ from clsp.export.specs import ModelSpec, denoiser_spec, encoder_spec, run_encode
 from clsp.positives.generate import effective_precision, torch_backend
 from clsp.progress import warn
 
-Backend = Literal["torch", "ort", "torchscript", "pt2", "trt"]
 BACKEND_FORMATS: dict[str, str] = {"ort": "onnx", "torchscript": "torchscript", "pt2": "pt2", "trt": "trt"}
 """Which export format each non-torch backend runs."""
 

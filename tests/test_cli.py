@@ -17,14 +17,71 @@ def clsp(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    "command",
-    [[], ["info"], ["data"], ["data", "show"], ["eval"], ["compare"], ["demo"], ["export"], ["features"]],
-)
-def test_help_on_every_command(command: list[str]) -> None:
-    result = clsp(*command, "--help")
-    assert result.returncode == 0, result.stderr
-    assert "Usage" in result.stdout
+def registered_commands() -> list[tuple[str, ...]]:
+    """Every command path the Typer app registers (groups included), read from the app, not listed by hand."""
+    import typer.main
+
+    from clsp.cli import app
+
+    def walk(command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found = [path]
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            found += walk(sub, (*path, name))
+        return found
+
+    return walk(typer.main.get_command(app), ())
+
+
+def leaf_command(path: tuple[str, ...]):
+    import typer.main
+
+    from clsp.cli import app
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def run_in_process(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``clsp ARGS`` through the entry point (its one-line error handling included): exit code, stdout, stderr."""
+    import clsp.cli
+
+    monkeypatch.setattr(sys, "argv", ["clsp", *args])
+    with pytest.raises(SystemExit) as e:
+        clsp.cli.main()
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+def test_the_walk_finds_every_command_group() -> None:
+    paths = registered_commands()
+    for expected in [("demo",), ("train",), ("transfer",), ("positives", "generate"), ("diffusion", "preview")]:
+        assert expected in paths
+    assert len(paths) >= 20
+
+
+@pytest.mark.parametrize("path", registered_commands(), ids=lambda p: " ".join(p) or "clsp")
+def test_every_command_has_help_and_refuses_a_missing_input_in_one_line(monkeypatch, capsys, path) -> None:
+    code, out, _ = run_in_process(monkeypatch, capsys, *path, "--help")
+    assert code == 0 and "Usage" in out
+    command = leaf_command(path)
+    if hasattr(command, "commands"):
+        return  # a group: --help is what it does
+    args = []
+    for param in command.params:
+        if param.param_type_name == "argument" and (param.required or not args):
+            args.append("missing-input.yaml")  # a config, store, run folder or array that is not there
+        elif param.param_type_name == "option" and param.required:
+            args += [param.opts[0], "out.npy"]
+    if not args:
+        args = ["--no-such-option"]
+    code, _, err = run_in_process(monkeypatch, capsys, *path, *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    if args[0] == "missing-input.yaml":
+        assert len(lines) == 1 and lines[0].startswith("error:") and "missing-input" in lines[0], err
 
 
 def test_info_lists_versions_and_backends() -> None:
@@ -35,7 +92,7 @@ def test_info_lists_versions_and_backends() -> None:
 
 
 def test_data_show_writes_grid_and_resolved_config(tmp_path: Path) -> None:
-    result = clsp("data", "show", "configs/digits.yaml", "--set", f"run.output_dir={tmp_path}", "--n", "16")
+    result = clsp("data", "show", "configs/digits.yaml", "--set", f"run.output_dir={tmp_path}", "--images", "16")
     assert result.returncode == 0, result.stderr
     assert "1347 x 16x16x1 uint8" in result.stdout
     grid = np.asarray(Image.open(tmp_path / "data" / "train_samples.png"))

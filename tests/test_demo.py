@@ -131,7 +131,7 @@ def test_rerun_skips_finished_stages_and_compare_tabulates(demo_dir: Path) -> No
     assert len(lines) == 4 and lines[2].startswith("| SimCLR |") and lines[3].startswith(f"| {CLSP_LABEL} |")
     assert "linear 10%" in lines[0]
 
-    two = clsp("demo", "--quick", "--seed", "0", "--seed", "1", "--set", f"run.output_dir={demo_dir}")
+    two = clsp("demo", "--quick", "--seeds", "0,1", "--set", f"run.output_dir={demo_dir}")
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("skipped") == len(STAGES)  # seed 0 and the shared stages are reused: seed 1 only trains
     assert all((demo_dir / "seed1" / v / "eval" / "metrics.json").is_file() for v in ("simclr", "clsp-simclr"))

@@ -1,5 +1,6 @@
-"""export/ and runtime/ install as clsp.export and clsp.runtime, never as top-level modules."""
+"""export/, runtime/ and configs/ install as clsp.export, clsp.runtime and clsp.configs, never as top-level modules."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,31 @@ def test_training_script_runs_with_its_folder_first_on_sys_path(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert "--config" in result.stdout
+
+
+def test_an_installed_wheel_runs_the_shipped_configs_from_any_folder(tmp_path: Path) -> None:
+    """``pip install`` (a real wheel of this checkout, not the editable install) ships configs/ as clsp.configs:
+    ``clsp data show digits`` or ``configs/digits.yaml`` work from a folder that holds no configs/."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    built = subprocess.run([*pip, "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "-w", str(wheels)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    wheel = next(wheels.glob("clsp-*.whl"))
+    installed = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import clsp; print(clsp.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    for name in ("digits", "configs/digits.yaml"):
+        shown = subprocess.run([sys.executable, "-m", "clsp.cli", "data", "show", name, "--images", "4"], cwd=work,
+                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert (work / "runs" / "digits" / "data" / "train_samples.png").is_file()
+    missing = subprocess.run([sys.executable, "-m", "clsp.cli", "data", "show", "nope"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert missing.returncode == 2 and "a shipped config: cifar100_moco_clsp, " in missing.stderr

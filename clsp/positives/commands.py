@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from clsp.cli_args import ConfigArgument, SetOption, parse_number_list
+from clsp.cli_args import DEFAULT_CONFIG, ConfigArgument, DefaultConfigArgument, SetOption, parse_number_list
 from clsp.config import load_config, save_resolved_config
 from clsp.errors import ClspError
 from clsp.progress import console, print_summary, print_table
@@ -16,7 +16,6 @@ positives_app = typer.Typer(
 StoreArgument = Annotated[
     Path, typer.Argument(help="A positive store folder (holds manifest.json).", show_default=False)
 ]
-DefaultConfigArgument = Annotated[Path, typer.Argument(help="YAML config; the default is the embedded digits dataset.")]
 QUALITY_HELP = (
     "Class kept: share of candidates that a logistic regression on real labelled pixels assigns to the anchor's "
     "label (its real test accuracy beside it). Off-manifold: share farther from every real training image than 99% "
@@ -36,10 +35,16 @@ def generate(
     device: Annotated[
         str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
     ] = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish (or reuse) the store already there; its finished shards are kept.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete the store already there and start over.")
+    ] = False,
 ) -> None:
     """Generate k positives per training image into <output_dir>/positives (or ssl.positives).
 
-    Needs a trained UNet (clsp diffusion train). Finished shards are kept: rerun the same command to resume.
+    Needs a trained UNet (clsp diffusion train). An interrupted run keeps its finished shards: --resume finishes it.
     Several processes: torchrun --nproc_per_node N -m clsp.cli positives generate CONFIG
     (or accelerate launch -m clsp.cli positives generate CONFIG).
     """
@@ -47,7 +52,7 @@ def generate(
     from clsp.positives.generate import generate_positives
     from clsp.runtime.load import load_denoiser
 
-    result = generate_positives(cfg, limit, device, backend=load_denoiser)
+    result = generate_positives(cfg, limit, device, load_denoiser, resume, overwrite)
     if result.num_processes == 1 or _is_main_process():
         print_summary("positives generate", result.summary())
 
@@ -61,7 +66,7 @@ def _is_main_process() -> bool:
 @positives_app.command("show")
 def show(
     store: StoreArgument,
-    num_rows: Annotated[int, typer.Option("--n", min=1, help="Anchors (rows) in the grid.")] = 8,
+    num_rows: Annotated[int, typer.Option("--anchors", min=1, help="Anchors (rows) in the grid.")] = 8,
 ) -> None:
     """Write STORE/show.png (anchors beside their k candidates) and print the store's quality figures."""
     from clsp.positives.inspect import show_positives, store_dataset, store_quality
@@ -83,7 +88,7 @@ def show(
     help=f"Score the positive store of CONFIG (ssl.positives or <output_dir>/positives). {QUALITY_HELP} With a trained SSL run in <output_dir>/ssl, the same distances in its features. Writes <store>/quality.json.",
 )
 def score(
-    config: DefaultConfigArgument = Path("configs/digits.yaml"),
+    config: DefaultConfigArgument = DEFAULT_CONFIG,
     overrides: SetOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Score the first N anchors (default: up to 2,000).")
@@ -120,7 +125,7 @@ def score(
     help=f"Generate positives for the first --limit anchors at every w (and every --layers) into temporary stores, score them and draw the trade-off: <output_dir>/sweep/sweep.png (class kept, off-manifold, hardness against w), sweep.json and sweep_grid.png (anchors, then candidate 0 at each w). Other sampler settings come from positives.*. {QUALITY_HELP}",
 )
 def sweep(
-    config: DefaultConfigArgument = Path("configs/digits.yaml"),
+    config: DefaultConfigArgument = DEFAULT_CONFIG,
     overrides: SetOption = None,
     weights: Annotated[str, typer.Option("--weights", help="Comma-separated w in [0,1].")] = "0,0.1,0.3,0.5,1",
     layers: Annotated[str, typer.Option("--layers", help="Comma-separated num_layers (1 = bottleneck only).")] = "",

@@ -8,6 +8,7 @@ index), so the store is the same for any batch size, process count or resume poi
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from clsp.diffusion.unet import (
     trained_unet_source,
 )
 from clsp.errors import ClspError
-from clsp.positives.store import PositiveStore
+from clsp.positives.store import MANIFEST, PositiveStore
 from clsp.progress import progress_bar
 from clsp.run_folder import run_lock
 
@@ -158,12 +159,19 @@ def generate_shard(
 
 
 def generate_positives(
-    cfg: Config, limit: int | None = None, device: str = "auto", backend: DenoiserBackend = torch_backend
+    cfg: Config,
+    limit: int | None = None,
+    device: str = "auto",
+    backend: DenoiserBackend = torch_backend,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> GenerationResult:
     """Generate (or finish) the positive store of ``cfg`` at ``ssl.positives`` (default ``<output_dir>/positives``).
 
     ``device``: ``auto`` (each process's CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     ``backend``: what runs the denoiser (:data:`DenoiserBackend`); the default runs only ``positives.backend=torch``.
+    A store already there is only finished (or, complete, reused) with ``resume``, which keeps its shards and
+    refuses other settings, and only replaced with ``overwrite``; as for training, neither is refused.
     """
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
@@ -173,6 +181,16 @@ def generate_positives(
     if chosen.type == "cuda" and chosen.index is not None:
         torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
     accelerator = stage_accelerator(**({"cpu": True} if chosen.type == "cpu" and torch.cuda.is_available() else {}))
+    root = cfg.positives_store
+    if (root / MANIFEST).is_file() and not resume:
+        if not overwrite:
+            raise ClspError(
+                f"{root}: holds the positives of an earlier run; pass --resume to finish or reuse them (same settings), "
+                "or --overwrite to start over"
+            )
+        if accelerator.is_main_process:
+            shutil.rmtree(root)
+        accelerator.wait_for_everyone()
     p = cfg.positives
     dataset, anchors = anchor_images(cfg, limit)
     unet = load_trained_unet(cfg)
@@ -196,7 +214,6 @@ def generate_positives(
         "seed": p.seed,
         "noise": NOISE_VERSION,
     }
-    root = cfg.positives_store
     header = dict(
         n=len(dataset),
         num_candidates=p.num_candidates,

@@ -260,7 +260,7 @@ class PositiveStore:
             missing = self.missing_shards()
             raise ClspError(
                 f"{self.root}: {len(missing)} of {self.num_shards} shards are not generated yet (first: {missing[0]}); "
-                "rerun clsp positives generate to finish them"
+                "rerun clsp positives generate --resume to finish them"
             )
 
     # -- write -------------------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class PositiveStore:
         if index not in self._shards:
             if str(index) not in self._manifest["shards"]:
                 raise ClspError(
-                    f"{self.root}: shard {index} is not generated yet; rerun clsp positives generate to finish it"
+                    f"{self.root}: shard {index} is not generated yet; rerun clsp positives generate --resume to finish it"
                 )
             self._shards[index] = np.load(self.root / shard_file_name(index), mmap_mode="r", allow_pickle=False)
         return self._shards[index]

@@ -48,7 +48,7 @@ def score_setting(cfg: Config, root: Path, limit: int, real: Any = None, **posit
         setattr(run.positives, name, value)
     run.ssl.positives = root
     started = time.perf_counter()
-    generate_positives(run, limit)
+    generate_positives(run, limit, resume=True)  # a sweep rerun reuses its finished points
     seconds = time.perf_counter() - started
     store = PositiveStore.open(root, check="none")
     real = real or real_reference(run, store.image_shape[0])

@@ -142,7 +142,7 @@ def test_nothing_to_export_names_both_missing_models(tmp_path: Path, config_of) 
 def test_a_missing_encoder_is_an_error_unless_the_denoiser_is_asked_alone(fresh_run: Path, config_of) -> None:
     for path in (fresh_run / "ssl").iterdir():
         path.unlink()
-    with pytest.raises(ClspError, match=r"no trained encoder in .*; to export the rest alone, pass --model denoiser$"):
+    with pytest.raises(ClspError, match=r"no trained encoder in .*; to export the rest alone, pass --models denoiser$"):
         export_run(config_of(fresh_run), ("torchscript",))
     assert not (fresh_run / "export").exists()
     (result,) = export_run(config_of(fresh_run), ("torchscript",), models=("denoiser",))

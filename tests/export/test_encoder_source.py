@@ -56,7 +56,7 @@ def test_the_demo_records_the_clsp_variant_of_the_first_seed(config_of, tmp_path
 
 
 def test_export_after_a_demo_exports_its_result_and_says_which(demo_folder: Path, command, tmp_path: Path) -> None:
-    result = command("export", demo_folder, "--torchscript", "--model", "encoder")
+    result = command("export", demo_folder, "--torchscript", "--models", "encoder")
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "(the demo's result in demo.json: clsp-simclr, seed 0)" in text and "encoder torchscript" in text
@@ -71,7 +71,7 @@ def test_run_option_picks_another_encoder_for_export_and_features(
     demo_folder: Path, command, config_of, tmp_path: Path
 ) -> None:
     other = demo_folder / "seed0" / "simclr"
-    result = command("export", demo_folder, "--onnx", "--model", "encoder", "--run", other)
+    result = command("export", demo_folder, "--onnx", "--models", "encoder", "--run", other)
     assert result.exit_code == 0, result.output
     assert exported_source(demo_folder, "onnx") == encoder_hash(other / "ssl")
     assert f"{other / 'ssl'} (--run)" in " ".join(result.output.split())
@@ -96,14 +96,14 @@ def test_no_encoder_found_is_one_line_that_lists_the_runs_to_pick(demo_folder: P
         f"pick one with --run PATH ({demo_folder / 'seed0' / 'clsp-simclr'}, {demo_folder / 'seed0' / 'simclr'})"
         in (message)
     )
-    assert "pass --model denoiser" in message and not (demo_folder / "export").exists()
+    assert "pass --models denoiser" in message and not (demo_folder / "export").exists()
 
 
 @pytest.mark.parametrize(
     "args,needle",
     [
         (("--onnx", "--run", "nowhere"), "--run nowhere: no trained encoder in nowhere/ssl"),
-        (("--onnx", "--model", "unet"), "--model 'unet': use denoiser or encoder"),
+        (("--onnx", "--models", "unet"), "--models 'unet': use denoiser or encoder"),
         (("--set", "export.formats=[]"), "export.formats is empty: pass --onnx"),
     ],
 )

@@ -95,12 +95,16 @@ def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -
     assert store.provenance["backend"] == "torch" and store.provenance["sampler"]["precision"] == "bf16"
     assert not np.array_equal(store.candidate(0, 0), store.candidate(0, 1))
     assert (a / "positives" / "config.yaml").is_file()
-    again = generate_positives(cfg_a, limit=12)  # everything finished: nothing to do
+    with pytest.raises(ClspError, match=r"holds the positives of an earlier run; pass --resume .* or --overwrite"):
+        generate_positives(cfg_a, limit=12)
+    again = generate_positives(cfg_a, limit=12, resume=True)  # everything finished: nothing to do
     assert again.generated == 0 and again.complete
+    fresh = generate_positives(cfg_a, limit=12, overwrite=True)  # started over: every positive again, the same
+    assert fresh.generated == 24 and shards(a / "positives") == shards(b / "positives")
     # equal here, but not guaranteed at every batch in bf16: the batch is keyed, another one refused on resume
     with pytest.raises(ClspError, match=r"provenance.batch_size: 5 -> 3"):
         generate_positives(
-            load_config(REPO_ROOT / "configs/digits.yaml", settings(a, **{"positives.batch_size": 3})), limit=12
+            load_config(REPO_ROOT / "configs/digits.yaml", settings(a, **{"positives.batch_size": 3})), 12, resume=True
         )
 
 
@@ -109,13 +113,13 @@ def test_a_store_for_other_data_or_settings_is_refused(tmp_path: Path, unet_dir:
     cfg = load_config(REPO_ROOT / "configs/digits.yaml", settings(run))
     generate_positives(cfg, limit=4)
     with pytest.raises(ClspError, match=r"other settings \(n: 4 -> 8; dataset_fingerprint: .*; provenance.dataset: "):
-        generate_positives(cfg, limit=8)
+        generate_positives(cfg, limit=8, resume=True)
     other = load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.weight": 0.5}))
     with pytest.raises(ClspError, match=r"other settings \(provenance.sampler.weight: 0.1 -> 0.5\); set them back"):
-        generate_positives(other, limit=4)
+        generate_positives(other, limit=4, resume=True)
     with pytest.raises(ClspError, match="backend"):
         generate_positives(
-            load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.backend": "ort"}))
+            load_config(REPO_ROOT / "configs/digits.yaml", settings(run, **{"positives.backend": "ort"})), resume=True
         )
     # A store begun with another noise construction (here: made to look like the pre-Philox streams) is never
     # finished with this one.
@@ -124,7 +128,7 @@ def test_a_store_for_other_data_or_settings_is_refused(tmp_path: Path, unet_dir:
     header["provenance"]["noise"] = "per-sample torch generators"
     manifest.write_text(json.dumps(header))
     with pytest.raises(ClspError, match=r'provenance.noise: "per-sample torch generators" -> "philox4x32-10/'):
-        generate_positives(cfg, limit=4)
+        generate_positives(cfg, limit=4, resume=True)
 
 
 def test_bad_sampler_settings_are_refused_before_the_store_is_created(tmp_path: Path, unet_dir: Path) -> None:
@@ -147,7 +151,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path,
     store = PositiveStore.open(killed / "positives")  # consistent: every listed shard verifies
     assert store.finished_shards() == [0, 1] and store.num_shards == LIMIT // 4
     assert list((killed / "positives").glob(".shard_00002.npy.*"))  # the half-written file a kill leaves
-    resumed = generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(killed)), limit=LIMIT)
+    resumed = generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(killed)), LIMIT, resume=True)
     assert resumed.complete and resumed.generated == (LIMIT - 8) * 2  # the 4 shards left, 2 candidates each
     generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(whole)), limit=LIMIT)
     assert shards(killed / "positives") == shards(whole / "positives")
@@ -172,7 +176,9 @@ def test_show_and_verify_commands(tmp_path: Path, unet_dir: Path) -> None:
     generate_positives(load_config(REPO_ROOT / "configs/digits.yaml", settings(run)), limit=8)
     store = run / "positives"
     shown = subprocess.run(
-        [sys.executable, "-m", "clsp.cli", "positives", "show", str(store), "--n", "2"], capture_output=True, text=True
+        [sys.executable, "-m", "clsp.cli", "positives", "show", str(store), "--anchors", "2"],
+        capture_output=True,
+        text=True,
     )
     assert shown.returncode == 0, shown.stderr
     assert "class kept" in shown.stdout and "off-manifold" in shown.stdout and "anchor-candidate" in shown.stdout

@@ -80,14 +80,14 @@ def test_a_store_records_its_backend_and_real_precision_and_never_mixes_them(
     provenance = PositiveStore.open(store).provenance
     assert provenance["backend"] == "ort" and provenance["sampler"]["precision"] == "fp32"  # ONNX runs fp32
     ort_fp32 = config_of(exported_run, f"ssl.positives={store}", "positives.backend=ort", "positives.precision=fp32")
-    assert (
-        generate_positives(ort_fp32, limit=4, backend=load_denoiser).generated == 0
-    )  # the same positives: resumed, nothing to do
+    resumed = generate_positives(ort_fp32, limit=4, backend=load_denoiser, resume=True)
+    assert resumed.generated == 0  # the same positives: resumed, nothing to do
     with pytest.raises(ClspError) as refused:  # torch under bf16 autocast makes other positives
         generate_positives(
             config_of(exported_run, f"ssl.positives={store}", "positives.precision=bf16"),
             limit=4,
             backend=load_denoiser,
+            resume=True,
         )
     message = str(refused.value)
     assert '(provenance.backend: "ort" -> "torch"; provenance.sampler.precision: "fp32" -> "bf16")' in message
