@@ -32,12 +32,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# two pytest-xdist workers, one per core (tests/conftest.py gives each one thread); a test file stays on one worker
+# so that its module fixtures are built once
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 # for development: the suite without the tests marked slow
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not slow"
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
