@@ -8,10 +8,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Two cores are shared by torch, ONNX Runtime and subprocesses: spinning OpenMP threads slow everything.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# rich sizes its console once, from COLUMNS (80 without a terminal): wide enough that no table cut a tmp path
-os.environ.setdefault("COLUMNS", "1000")
 if "PYTEST_XDIST_WORKER" in os.environ:  # `make test` runs two workers on the two cores: one thread each
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch) -> None:
+    """rich sizes clsp's console once, from COLUMNS (80 without a terminal), whichever test imports it first: wide
+    enough here that no in-process command's table cuts a tmp path (longer under pytest-xdist)."""
+    from clsp import progress
+
+    monkeypatch.setattr(progress.console, "width", 1000)
 
 
 @pytest.fixture
