@@ -1,7 +1,7 @@
 """Self-supervised training with the CLSP term (method.md 3): SimCLR, MoCo v2+ or NNCLR on Accelerate.
 
-:func:`train_ssl` is the loop; ``clsp train CONFIG`` and the ``accelerate launch clsp/train.py`` entry point call it
-through :func:`run_training`.
+:func:`train_ssl` supplies the method, its data and one step to the shared loop (:mod:`clsp.loop`); ``clsp train
+CONFIG`` and the ``accelerate launch clsp/train.py`` entry point call it through :func:`run_training`.
 
 Writes under ``<run.output_dir>/ssl/``: ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``state/``
 (resume state, safetensors + JSON: model with queues and key encoder, optimizer, step counters; see
