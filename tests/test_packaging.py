@@ -49,6 +49,7 @@ def test_training_script_runs_with_its_folder_first_on_sys_path(tmp_path: Path) 
     assert "--config" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_installed_wheel_runs_the_shipped_configs_from_any_folder(tmp_path: Path) -> None:
     """``pip install`` (a real wheel of this checkout, not the editable install) ships configs/ as clsp.configs:
     ``clsp data show digits`` or ``configs/digits.yaml`` work from a folder that holds no configs/."""
