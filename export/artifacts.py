@@ -24,6 +24,7 @@ from clsp.config import ExportConfig
 from clsp.errors import ClspError
 from clsp.export.specs import ModelSpec
 from clsp.json_files import plain_file_name
+from clsp.run_layout import RunLayout
 
 Format = Literal["onnx", "torchscript", "pt2", "trt"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript", "pt2", "trt")
@@ -45,7 +46,7 @@ are built for one GPU and TensorRT version)."""
 
 
 def artifact_dir(output_dir: Path, fmt: str, kind: str) -> Path:
-    return Path(output_dir) / "export" / fmt / kind
+    return RunLayout(Path(output_dir)).export / fmt / kind
 
 
 def _distribution(name: str) -> str:

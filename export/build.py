@@ -206,7 +206,7 @@ def export_run(
 
         import_tensorrt()  # fail before spending minutes on the other formats
     specs = run_specs(cfg, models, run)
-    save_resolved_config(cfg, cfg.run.output_dir / "export")
+    save_resolved_config(cfg, cfg.layout.export)
     results = []
     with torch.no_grad():
         for fmt in formats:

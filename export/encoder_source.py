@@ -7,6 +7,7 @@ from pathlib import Path
 from clsp.config import Config
 from clsp.contrastive.backbones import CONFIG_FILE, WEIGHTS_FILE
 from clsp.errors import ClspError
+from clsp.run_layout import RunLayout
 
 LISTED = 4
 """Run folders named at most in the error that suggests ``--run``."""
@@ -37,7 +38,7 @@ def find_encoder(cfg: Config, run: Path | None = None) -> EncoderSource:
         return EncoderSource(own, "the run's own")
     demo = cfg.layout.demo_result_run()
     if demo is not None:
-        folder, reason = demo[0] / "ssl", demo[1]
+        folder, reason = RunLayout(demo[0]).ssl, demo[1]
         if not holds_encoder(folder):
             raise ClspError(
                 f"{cfg.layout.demo_result}: the encoder it records, {folder}, is missing; "
@@ -51,11 +52,11 @@ def find_encoder(cfg: Config, run: Path | None = None) -> EncoderSource:
 
 
 def _given_run(run: Path) -> EncoderSource:
-    for folder in (run / "ssl", run):
+    for folder in (RunLayout(run).ssl, run):
         if holds_encoder(folder):
             return EncoderSource(folder, "--run")
     raise ClspError(
-        f"--run {run}: no trained encoder in {run / 'ssl'} ({CONFIG_FILE} + {WEIGHTS_FILE}); "
+        f"--run {run}: no trained encoder in {RunLayout(run).ssl} ({CONFIG_FILE} + {WEIGHTS_FILE}); "
         "point --run at a run folder of `clsp train` or `clsp demo` (e.g. runs/digits/seed0/clsp-simclr)"
     )
 

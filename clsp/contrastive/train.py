@@ -256,7 +256,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
     )
     device, views_per_image = accelerator.device, 2 + (dataset.third_view != "none")
     last_epoch: dict[str, float] = {}
-    epoch_clock = [time.perf_counter(), 0]  # when the epoch started, its steps so far
+    epoch_started, epoch_steps = time.perf_counter(), 0  # this call's steps of the current epoch
     schedule: dict[str, float] = {}  # the last step's lr and MoCo momentum, for its epoch's metrics line
     run_started = time.perf_counter()
 
@@ -274,9 +274,9 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
         return terms["loss"] + terms.get("probe", zero), sums
 
     def after_step(step: int, summed: torch.Tensor) -> None:
-        nonlocal last_epoch
+        nonlocal last_epoch, epoch_started, epoch_steps
         progress.step = step
-        epoch_clock[1] += 1
+        epoch_steps += 1
         for k, v in zip(EPOCH_SUMS, summed.tolist(), strict=True):
             progress.sums[k] += v
         if step % steps_per_epoch:
@@ -284,9 +284,9 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
         last_epoch = _epoch_metrics(
             progress, step // steps_per_epoch - 1, schedule["lr"], schedule["momentum"], s.method
         )
-        seconds = time.perf_counter() - epoch_clock[0]
-        last_epoch["images_per_s"] = views_per_image * s.batch_size * epoch_clock[1] / seconds
-        epoch_clock[:] = [time.perf_counter(), 0]
+        seconds = time.perf_counter() - epoch_started
+        last_epoch["images_per_s"] = views_per_image * s.batch_size * epoch_steps / seconds
+        epoch_started, epoch_steps = time.perf_counter(), 0
         progress.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
         if main:
             with open(metrics_path, "a", encoding="utf-8") as f:

@@ -28,6 +28,7 @@ from clsp.evaluation.transfer import kept_transfer
 from clsp.features import extract_features
 from clsp.positives.quality import feature_hardness, quality_rows
 from clsp.positives.store import PositiveStore
+from clsp.run_layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def _field(metrics: Any, dotted: str) -> Any:
 def read_run_metrics(run: Path) -> dict[str, Any]:
     """The ``metrics.json`` of a run folder (``<run>/eval/metrics.json``) or of a path to the file itself; refused
     unless it holds the :data:`COMPARED_FIELDS`."""
-    path = run if run.suffix == ".json" else run / "eval" / METRICS_FILE
+    path = run if run.suffix == ".json" else RunLayout(run).eval / METRICS_FILE
     if not path.is_file():
         raise ClspError(f"{path}: not found; run `clsp eval CONFIG` for that run first")
     try:

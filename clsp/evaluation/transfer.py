@@ -29,6 +29,7 @@ from clsp.evaluation.logistic import WEIGHT_DECAYS, linear_transfer, validation_
 from clsp.evaluation.report import METRICS_FILE, write_report
 from clsp.features import extract_features
 from clsp.progress import note, progress_bar
+from clsp.run_layout import RunLayout
 
 FEATURES_VERSION = 1
 """Bumped when the image rule or the feature pass changes, so older cached features are not reused."""
@@ -205,17 +206,18 @@ def transfer_run(
     if not targets:
         raise ClspError("no transfer target: pass --target (e.g. --target fashion_mnist) or set eval.transfer")
     run = Path(run or cfg.run.output_dir)
-    metrics_path = run / "eval" / METRICS_FILE
-    if not (run / "ssl" / WEIGHTS_FILE).is_file() or not metrics_path.is_file():
+    layout = RunLayout(run)
+    metrics_path = layout.eval / METRICS_FILE
+    if not (layout.ssl / WEIGHTS_FILE).is_file() or not metrics_path.is_file():
         raise ClspError(f"{run}: no trained and evaluated encoder (ssl/{WEIGHTS_FILE}, eval/{METRICS_FILE}); run "
                         "`clsp train CONFIG` and `clsp eval CONFIG` first, or point --run at such a run")  # fmt: skip
-    encoder, spec = load_backbone(run / "ssl", pick_device(device))
+    encoder, spec = load_backbone(layout.ssl, pick_device(device))
     for p in encoder.parameters():
         p.requires_grad_(False)
-    sha = file_sha256(run / "ssl" / WEIGHTS_FILE)
+    sha = file_sha256(layout.ssl / WEIGHTS_FILE)
     results = {t.label: transfer_target(encoder, spec, sha, t, run, cfg.eval.knn_temperature) for t in targets}
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     metrics["transfer"] = {**kept_transfer(metrics_path, sha), **results}
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
-    write_report(metrics, run / "eval" / "report.md")
+    write_report(metrics, layout.eval / "report.md")
     return results

@@ -170,8 +170,9 @@ def generate_positives(
 
     ``device``: ``auto`` (each process's CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     ``backend``: what runs the denoiser (:data:`DenoiserBackend`); the default runs only ``positives.backend=torch``.
-    A store already there is only finished (or, complete, reused) with ``resume``, which keeps its shards and
-    refuses other settings, and only replaced with ``overwrite``; as for training, neither is refused.
+    A store already there is finished (or, when complete, reused) only with ``resume``, which keeps its shards and
+    refuses other settings, and replaced only with ``overwrite``; without either it is refused, as training refuses
+    an earlier run.
     """
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
