@@ -282,7 +282,11 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
             eval_settings = stage_settings(
                 run, (*SSL_SETTINGS, *(POSITIVES_SETTINGS if variant.is_clsp else ()), "eval"), root
             )
-            ledger.run(stages[-1], eval_settings, lambda resume, run=run: evaluate_run(run))
+            ledger.run(
+                stages[-1],
+                eval_settings,
+                lambda resume, run=run: evaluate_run(run, resume=resume, overwrite=not resume),
+            )
             if targets:
                 stages.append(f"transfer {variant.name} seed {seed}")
                 transfer_settings = {
@@ -290,7 +294,11 @@ def run_demo(cfg: Config, seeds: Sequence[int], overwrite: bool = False) -> dict
                     "eval.transfer": [t.model_dump(mode="json") for t in targets],
                     "eval.knn_temperature": run.eval.knn_temperature,
                 }
-                ledger.run(stages[-1], transfer_settings, lambda resume, run=run: transfer_run(run, targets))
+                ledger.run(
+                    stages[-1],
+                    transfer_settings,
+                    lambda resume, run=run: transfer_run(run, targets, resume=resume, overwrite=not resume),
+                )
             runs.append(json.loads((run.layout.eval / "metrics.json").read_text()))
 
     first = {v.name: run_config(cfg, seeds[0], v).layout.ssl / "metrics.jsonl" for v in rows}

@@ -16,19 +16,11 @@ from clsp.errors import ClspError
 from clsp.training_state import recover_state_swap
 
 LOCK_FILE = ".lock"
-DATA_RESUME_SAFE = frozenset(
-    f"data.{k}"
-    for k in (
-        "root",
-        "roots",
-        "download",
-        "skip_bad_images",
-        "max_image_pixels",
-        "labeled_split",
-        "test_split",
-        *UNRECORDED_DATA_FIELDS,
-    )
+DATA_LOCATION_FIELDS = frozenset(
+    f"data.{k}" for k in ("root", "roots", "download", "skip_bad_images", "max_image_pixels", *UNRECORDED_DATA_FIELDS)
 )
+"""Data settings that say where the files are and how they are read, not what they are."""
+DATA_RESUME_SAFE = DATA_LOCATION_FIELDS | {"data.labeled_split", "data.test_split"}
 """Data settings a resumed training may change: where the files are and the splits it does not train on."""
 
 
@@ -48,16 +40,23 @@ def changed_fields(
     return [d for d in differences if d[0] not in safe]
 
 
+def saved_config(stage_dir: Path) -> dict[str, Any] | None:
+    """The resolved config a stage saved in ``stage_dir``, as read from YAML; None when it is missing or unreadable."""
+    try:
+        saved = yaml.safe_load((stage_dir / RESOLVED_CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def check_resume_config(stage_dir: Path, cfg: Config, sections: tuple[str, ...], safe: frozenset[str]) -> None:
     """Refuse, in one line naming the fields, to resume ``stage_dir`` with settings that its saved resolved config
     does not share (``safe`` fields, e.g. more epochs or another lr, may change)."""
-    path = stage_dir / RESOLVED_CONFIG_NAME
-    try:
-        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        raise ClspError(f"--resume: {path} is missing or unreadable; start over with --overwrite") from None
-    if not isinstance(saved, dict):
-        raise ClspError(f"--resume: {path} is not a clsp config; start over with --overwrite")
+    saved = saved_config(stage_dir)
+    if saved is None:
+        raise ClspError(
+            f"--resume: {stage_dir / RESOLVED_CONFIG_NAME} is missing or unreadable; start over with --overwrite"
+        )
     changed = changed_fields(saved, cfg, sections, safe)
     if changed:
         allowed = ", ".join(sorted(safe))
@@ -84,11 +83,21 @@ def refuse_overwrite(stage_dir: Path, outputs: tuple[str, ...], resume: bool, ov
             f"{stage_dir.parent} holds an earlier run ({', '.join(found)}) that saved no resume state (it stopped before "
             "its first checkpoint, or its state was removed): pass --overwrite to start over, or another run.output_dir"
         )
-    if found:
-        raise ClspError(
-            f"{stage_dir.parent} holds an earlier run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
-            "replace it, or another run.output_dir"
-        )
+    keep_earlier(stage_dir.parent, ", ".join(found) or None, resume, overwrite, "continue it")
+
+
+def keep_earlier(folder: Path, earlier: str | None, resume: bool, overwrite: bool, keeping: str) -> bool:
+    """The one rerun rule of a stage that finds ``earlier`` work (e.g. "the positives", "an evaluation"; None when
+    there is none) in ``folder``: kept with ``resume`` (returns True), redone with ``overwrite`` (False), refused in
+    one line with neither. ``keeping`` says what ``--resume`` does there, e.g. "finish or reuse them"."""
+    if earlier is None or overwrite:
+        return False
+    if resume:
+        return True
+    raise ClspError(
+        f"{folder}: holds {earlier} of an earlier run; pass --resume to {keeping}, --overwrite to start over, or "
+        "another run.output_dir"
+    )
 
 
 def check_start(

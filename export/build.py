@@ -21,6 +21,7 @@ from clsp.export.artifacts import (
     expected_metadata,
     is_current,
     pt2_device,
+    read_metadata,
     refresh_unkeyed,
 )
 from clsp.export.parity import check_parity
@@ -37,6 +38,7 @@ from clsp.export.specs import (
     run_encoder,
 )
 from clsp.progress import warn
+from clsp.run_folder import keep_earlier
 from clsp.runtime.load import open_artifact
 
 TIMING_CACHE = "timing.cache"
@@ -109,8 +111,11 @@ def _write(spec: ModelSpec, fmt: str, path: Path, output_dir: Path, settings: Ex
         write_engine(spec, onnx.path, path, settings, artifact_dir(output_dir, fmt, spec.kind).parent / TIMING_CACHE)
 
 
-def export_model(spec: ModelSpec, fmt: str, output_dir: Path, settings: ExportConfig, check: bool) -> ExportResult:
-    """Make ``<output_dir>/export/<fmt>/<kind>/`` hold a current export of ``spec``; reuse it when it does.
+def export_model(
+    spec: ModelSpec, fmt: str, output_dir: Path, settings: ExportConfig, check: bool, reuse: bool = True
+) -> ExportResult:
+    """Make ``<output_dir>/export/<fmt>/<kind>/`` hold a current export of ``spec``; reuse it when it does (and
+    ``reuse``).
 
     A rebuild removes the old ``metadata.json`` first, writes the artifact to a temporary file, checks its parity
     with ``spec.module`` there (when ``check``), renames it into place and writes the new ``metadata.json``
@@ -119,7 +124,7 @@ def export_model(spec: ModelSpec, fmt: str, output_dir: Path, settings: ExportCo
     directory = artifact_dir(output_dir, fmt, spec.kind)
     expected = expected_metadata(spec, fmt, settings)
     path = directory / FILE_NAMES[fmt]
-    if is_current(directory, expected):
+    if reuse and is_current(directory, expected):
         return ExportResult(spec.kind, fmt, path, False, refresh_unkeyed(directory, expected))
     (directory / METADATA_FILE).unlink(missing_ok=True)
     export_device, run_device = devices(fmt)
@@ -193,13 +198,23 @@ def export_run(
     check: bool | None = None,
     models: tuple[Kind, ...] = KINDS,
     run: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> list[ExportResult]:
     """Export the run's ``models`` (default both; the encoder from ``run`` when given) to ``formats`` (default
     ``export.formats``) under ``<output_dir>/export/``; ``check`` (default ``export.check``) runs the parity
-    check on what is rebuilt. Asking for nothing, or for a model that is missing, is a ClspError."""
+    check on what is rebuilt. Asking for nothing, or for a model that is missing, is a ClspError. Artifacts
+    already there are refused unless ``resume`` (the current ones kept, stale ones rebuilt) or ``overwrite``
+    (all rebuilt)."""
     formats = tuple(fmt for fmt in FORMATS if fmt in (formats or cfg.export.formats))
     if not formats:
         raise ClspError("export.formats is empty: pass --onnx, --torchscript, --pt2 or --trt")
+    output_dir = cfg.run.output_dir
+    earlier = [f"{f}/{k}" for f in formats for k in models if read_metadata(artifact_dir(output_dir, f, k)) is not None]
+    reuse = keep_earlier(
+        cfg.layout.export, f"exports ({', '.join(earlier)})" if earlier else None, resume, overwrite,
+        "keep the current ones (stale ones are rebuilt)",
+    )  # fmt: skip
     check = cfg.export.check if check is None else check
     if "trt" in formats:
         from clsp.runtime.trt import import_tensorrt
@@ -211,5 +226,5 @@ def export_run(
     with torch.no_grad():
         for fmt in formats:
             for spec in specs:
-                results.append(export_model(spec, fmt, cfg.run.output_dir, cfg.export, check))
+                results.append(export_model(spec, fmt, output_dir, cfg.export, check, reuse))
     return results

@@ -45,14 +45,18 @@ def export_command(
         typer.Option("--models", help="Comma-separated: denoiser, encoder. Default: both; a missing one is an error."),
     ] = None,
     run: RunOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep the artifacts already there that are current; rebuild stale ones.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild the artifacts already there.")] = False,
 ) -> None:
     """Export the run's denoiser (<output_dir>/unet) and encoder to <output_dir>/export/<format>/.
 
     The encoder is --run's, else <output_dir>/ssl, else the one a `clsp demo` in <output_dir> records as its
     result (the summary says which). Without format flags, export.formats decides. Each artifact gets a
-    metadata.json with a cache key: current artifacts are kept, stale ones rebuilt. The parity check (on by
-    default; random inputs, odd strides and the run's own images) fails with the error figures when an artifact
-    differs from PyTorch by more than export.rtol. TorchScript is deprecated by PyTorch.
+    metadata.json with a cache key: with --resume, current artifacts are kept and stale ones rebuilt. The parity
+    check (on by default; random inputs, odd strides and the run's own images) fails with the error figures when an
+    artifact differs from PyTorch by more than export.rtol. TorchScript is deprecated by PyTorch.
     """
     flags = [name for name, on in (("onnx", onnx), ("torchscript", torchscript), ("pt2", pt2), ("trt", trt)) if on]
     cfg = load_config(config, overrides or [])
@@ -61,7 +65,7 @@ def export_command(
     from clsp.export.specs import KINDS
 
     chosen = tuple(dict.fromkeys(parse_name_list(models, "--models", KINDS))) if models is not None else KINDS
-    results = export_run(cfg, tuple(flags) or None, check, chosen, run)
+    results = export_run(cfg, tuple(flags) or None, check, chosen, run, resume, overwrite)
     summary = {f"{r.kind} {r.fmt}": r.summary() for r in results}
     if "encoder" in chosen:
         summary = {"encoder": str(find_encoder(cfg, run)), **summary}

@@ -58,7 +58,7 @@ def load_exported(
 
         import_tensorrt()
     directory = artifact_dir(cfg.run.output_dir, fmt, spec.kind)
-    command = f"clsp export CONFIG --{fmt}{export_options}"
+    command = f"clsp export CONFIG --{fmt} --resume{export_options}"
     fix = f"{used_by}={backend} needs it: run `{command}` (with the same --set overrides) first"
     artifact, _ = validated_artifact(directory, expected_metadata(spec, fmt, cfg.export), fix)
     return open_artifact(fmt, artifact, device)

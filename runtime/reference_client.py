@@ -49,10 +49,10 @@ def load_artifact(directory: str | Path, kind: str) -> tuple[dict[str, Any], Any
         metadata = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ContractError(
-            f"{directory / METADATA_FILE}: unreadable ({type(e).__name__}); run `clsp export CONFIG --onnx`"
+            f"{directory / METADATA_FILE}: unreadable ({type(e).__name__}); run `clsp export CONFIG --onnx --resume`"
         ) from None
     if not isinstance(metadata, dict):
-        raise ContractError(f"{directory / METADATA_FILE}: not a JSON object; run `clsp export CONFIG --onnx`")
+        raise ContractError(f"{directory / METADATA_FILE}: not a JSON object; run `clsp export CONFIG --onnx --resume`")
     if metadata.get("format") != "onnx" or metadata.get("kind") != kind:
         raise ContractError(
             f"{directory}: holds the {metadata.get('format')} {metadata.get('kind')} export; point at "
@@ -62,18 +62,18 @@ def load_artifact(directory: str | Path, kind: str) -> tuple[dict[str, Any], Any
     missing = [field for field in required if field not in metadata]
     if missing:
         raise ContractError(
-            f"{directory / METADATA_FILE}: no {', '.join(missing)} (exported by an older clsp); re-run `clsp export CONFIG --onnx`"
+            f"{directory / METADATA_FILE}: no {', '.join(missing)} (exported by an older clsp); re-run `clsp export CONFIG --onnx --resume`"
         )
     # the file is a name inside this folder, never a path (a tampered sidecar must not point elsewhere)
     if metadata.get("file") != ONNX_FILE:
         raise ContractError(
             f"{directory / METADATA_FILE}: field 'file' is {json.dumps(metadata.get('file'))[:60]}, not {ONNX_FILE!r}; "
-            "re-run `clsp export CONFIG --onnx`"
+            "re-run `clsp export CONFIG --onnx --resume`"
         )
     model = directory / ONNX_FILE
     if not model.is_file() or _sha256(model) != metadata.get("artifact_sha256"):
         raise ContractError(
-            f"{model}: missing or its SHA-256 differs from {METADATA_FILE}; re-run `clsp export CONFIG --onnx`"
+            f"{model}: missing or its SHA-256 differs from {METADATA_FILE}; re-run `clsp export CONFIG --onnx --resume`"
         )
     return metadata, onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
 

@@ -41,7 +41,7 @@ def test_resume_check_reads_the_saved_config_and_says_what_may_change(repo_root,
 def test_refuse_overwrite_only_without_resume_or_overwrite(tmp_path):
     refuse_overwrite(tmp_path, ("state",), resume=False, overwrite=False)
     (tmp_path / "state").mkdir()
-    with pytest.raises(ClspError, match=r"holds an earlier run \(\S*/state\); pass --resume"):
+    with pytest.raises(ClspError, match=r"holds \S*/state of an earlier run; pass --resume to continue it"):
         refuse_overwrite(tmp_path, ("state", "metrics.jsonl"), resume=False, overwrite=False)
     refuse_overwrite(tmp_path, ("state",), resume=True, overwrite=False)
     refuse_overwrite(tmp_path, ("state",), resume=False, overwrite=True)

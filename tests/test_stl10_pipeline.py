@@ -128,7 +128,7 @@ def test_stl10_moco_config_trains_and_evaluates_at_64_px(tmp_path: Path, stl10_w
 
     for sizes in seen_sizes.values():
         sizes.clear()
-    evaluate_run(stl10_config("stl10_moco_clsp", tmp_path, "eval.image_size=96"))
+    evaluate_run(stl10_config("stl10_moco_clsp", tmp_path, "eval.image_size=96"), overwrite=True)
     assert seen_sizes == {"evaluate": {(96, 96, 3)}, "quality": {(64, 64, 3)}}
     at_96 = check_evaluated(cfg, 96)
     assert at_96["alignment"] == at_64["alignment"]  # the CLSP term stays at the encoder's input size

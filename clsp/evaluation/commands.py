@@ -14,6 +14,13 @@ def eval_command(
     device: Annotated[
         str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
     ] = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Keep the evaluation already there when it is of this encoder with these settings."
+        ),
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the evaluation already there.")] = False,
 ) -> None:
     """Evaluate the backbone in <output_dir>/ssl: final-epoch linear probe, weighted kNN (best k and the config's
     fixed k), the CLSP alignment term on the stored positives, and plots. Writes <output_dir>/eval/: metrics.json,
@@ -24,7 +31,7 @@ def eval_command(
     from clsp.evaluation.evaluate import evaluate_run  # torch loads slowly: only once the config is valid
     from clsp.progress import print_summary
 
-    result = evaluate_run(cfg, device)
+    result = evaluate_run(cfg, device, resume, overwrite)
     print_summary(f"evaluation: {result.metrics['method_label']}", result.summary())
 
 
@@ -70,6 +77,10 @@ def transfer_command(
     device: Annotated[
         str, typer.Option("--device", help="auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N.")
     ] = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep the targets this encoder was measured on with these settings.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Measure the targets again.")] = False,
 ) -> None:
     """Transfer a trained, evaluated run's frozen encoder to other datasets by the standard linear protocol
     (Kornblith et al. 2019, as Ericsson et al. 2021 run it): features without augmentation, a multinomial logistic
@@ -85,6 +96,6 @@ def transfer_command(
     from clsp.progress import print_table
 
     chosen = tuple(parse_target(spec) for spec in targets) if targets else cfg.eval.transfer
-    results = transfer_run(cfg, chosen, run, device)
+    results = transfer_run(cfg, chosen, run, device, resume, overwrite)
     headers, rows = transfer_table(results)
     print_table("transfer (accuracies in %)", headers, rows)

@@ -28,6 +28,8 @@ from clsp.evaluation.transfer import kept_transfer
 from clsp.features import extract_features
 from clsp.positives.quality import feature_hardness, quality_rows
 from clsp.positives.store import PositiveStore
+from clsp.progress import note
+from clsp.run_folder import DATA_LOCATION_FIELDS, changed_fields, keep_earlier, saved_config
 from clsp.run_layout import RunLayout
 
 
@@ -116,10 +118,30 @@ def _positive_store(cfg: Config) -> PositiveStore | None:
     return PositiveStore.open(root, check="full")
 
 
-def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
+EVALUATED_SECTIONS = ("data", "positives", "eval", "run.seed")
+"""What an evaluation depends on besides the encoder: ``--resume`` keeps one while these are unchanged."""
+
+
+def current_evaluation(cfg: Config, encoder_sha256: str) -> dict[str, Any] | None:
+    """The ``metrics.json`` in ``<output_dir>/eval`` when it evaluated this encoder (its weights' SHA-256) with
+    ``cfg``'s :data:`EVALUATED_SECTIONS` (where the data files are may differ); None when it is stale or missing."""
+    out = cfg.layout.eval
+    saved = saved_config(out)
+    try:
+        metrics = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved is None or not isinstance(metrics, dict) or metrics.get("encoder_sha256") != encoder_sha256:
+        return None
+    return None if changed_fields(saved, cfg, EVALUATED_SECTIONS, DATA_LOCATION_FIELDS) else metrics
+
+
+def evaluate_run(cfg: Config, device: str = "auto", resume: bool = False, overwrite: bool = False) -> EvalResult:
     """Linear probe, kNN, alignment and plots for the backbone in ``<output_dir>/ssl``; returns the metrics.
 
-    ``device``: ``auto`` (a CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    ``device``: ``auto`` (a CUDA GPU when usable, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. An evaluation
+    already in ``<output_dir>/eval`` is refused unless ``resume`` (kept when :func:`current_evaluation`, else
+    redone) or ``overwrite`` (redone).
     """
     from clsp.accelerator import describe_device, pick_device
     from clsp.contrastive.backbones import WEIGHTS_FILE, load_backbone
@@ -130,8 +152,15 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
     ssl_dir = cfg.layout.ssl
     if not (ssl_dir / WEIGHTS_FILE).is_file():
         raise ClspError(f"{ssl_dir}: no {WEIGHTS_FILE}; train first (clsp train CONFIG) or fix run.output_dir")
-    store = _positive_store(cfg)
     out = cfg.layout.eval
+    encoder_sha256 = file_sha256(ssl_dir / WEIGHTS_FILE)
+    earlier = f"an evaluation ({METRICS_FILE})" if (out / METRICS_FILE).is_file() else None
+    if keep_earlier(out, earlier, resume, overwrite, "keep it (redone if the encoder or its settings changed)"):
+        kept = current_evaluation(cfg, encoder_sha256)
+        if kept is not None:
+            return EvalResult(kept, out, kept.get("eval_seconds", 0.0), "none: kept from an earlier run (--resume)")
+        note(f"{out}: the earlier evaluation was of another encoder or with other settings; evaluating again")
+    store = _positive_store(cfg)
     save_resolved_config(cfg, out)
     torch.manual_seed(cfg.run.seed)
     encoder, spec = load_backbone(ssl_dir)
@@ -184,6 +213,7 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
         "run": str(cfg.run.output_dir),
         "seed": cfg.run.seed,
         "method_label": method_label(spec),
+        "encoder_sha256": encoder_sha256,
         "ssl": {k: spec.get(k) for k in ("method", "clsp_weight", "positive", "epochs", "backbone")},
         "dataset": {
             "train": train.name,
@@ -219,7 +249,7 @@ def evaluate_run(cfg: Config, device: str = "auto") -> EvalResult:
         files["positives"] = str(out / "positives.png")
     metrics["files"] = files
     # transfer figures of this very encoder stay (`clsp transfer` added them); a retrained one drops them
-    metrics["transfer"] = kept_transfer(out / METRICS_FILE, file_sha256(ssl_dir / WEIGHTS_FILE))
+    metrics["transfer"] = kept_transfer(out / METRICS_FILE, encoder_sha256)
     seconds = time.perf_counter() - started
     metrics["eval_seconds"] = seconds
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1))

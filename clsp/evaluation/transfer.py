@@ -29,6 +29,7 @@ from clsp.evaluation.logistic import WEIGHT_DECAYS, linear_transfer, validation_
 from clsp.evaluation.report import METRICS_FILE, write_report
 from clsp.features import extract_features
 from clsp.progress import note, progress_bar
+from clsp.run_folder import DATA_LOCATION_FIELDS, keep_earlier
 from clsp.run_layout import RunLayout
 
 FEATURES_VERSION = 1
@@ -181,8 +182,16 @@ def transfer_target(
         "channels": int(spec["in_channels"]),
         "feature_dim": int(tensors["test"].shape[1]),
         "encoder_sha256": encoder_sha256,
+        "target": target_settings(target),
         "seconds": time.perf_counter() - started,
     }
+
+
+def target_settings(target: TransferTarget) -> dict[str, Any]:
+    """What a transfer result depends on besides the encoder (where the target's files are may change)."""
+    settings = target.model_dump(mode="json")
+    settings["data"] = {k: v for k, v in settings["data"].items() if f"data.{k}" not in DATA_LOCATION_FIELDS}
+    return settings
 
 
 def kept_transfer(previous: Path, encoder_sha256: str) -> dict[str, Any]:
@@ -196,10 +205,17 @@ def kept_transfer(previous: Path, encoder_sha256: str) -> dict[str, Any]:
 
 
 def transfer_run(
-    cfg: Config, targets: tuple[TransferTarget, ...], run: Path | None = None, device: str = "auto"
+    cfg: Config,
+    targets: tuple[TransferTarget, ...],
+    run: Path | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Transfer the frozen encoder of ``run`` (default ``run.output_dir``; ``clsp train`` and ``clsp eval`` done)
-    to each target; the results join ``<run>/eval/metrics.json`` (``transfer``) and ``report.md``."""
+    to each target; the results join ``<run>/eval/metrics.json`` (``transfer``) and ``report.md``. A target this
+    encoder was measured on before is refused unless ``resume`` (kept when its :func:`target_settings` are the
+    same, else measured again) or ``overwrite`` (measured again)."""
     from clsp.accelerator import pick_device
     from clsp.contrastive.backbones import WEIGHTS_FILE, load_backbone
 
@@ -215,9 +231,20 @@ def transfer_run(
     for p in encoder.parameters():
         p.requires_grad_(False)
     sha = file_sha256(layout.ssl / WEIGHTS_FILE)
-    results = {t.label: transfer_target(encoder, spec, sha, t, run, cfg.eval.knn_temperature) for t in targets}
+    measured = kept_transfer(metrics_path, sha)
+    earlier = [t.label for t in targets if t.label in measured]
+    keep = keep_earlier(
+        metrics_path, f"transfer results ({', '.join(earlier)})" if earlier else None, resume, overwrite,
+        "keep them (measured again if their settings changed)",
+    )  # fmt: skip
+    results = {
+        t.label: measured[t.label]
+        if keep and measured.get(t.label, {}).get("target") == target_settings(t)
+        else transfer_target(encoder, spec, sha, t, run, cfg.eval.knn_temperature)
+        for t in targets
+    }
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    metrics["transfer"] = {**kept_transfer(metrics_path, sha), **results}
+    metrics["transfer"] = {**measured, **results}
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     write_report(metrics, layout.eval / "report.md")
     return results

@@ -34,7 +34,7 @@ from clsp.diffusion.unet import (
 from clsp.errors import ClspError
 from clsp.positives.store import MANIFEST, PositiveStore
 from clsp.progress import progress_bar
-from clsp.run_folder import run_lock
+from clsp.run_folder import keep_earlier, run_lock
 
 
 @dataclass(frozen=True)
@@ -183,12 +183,8 @@ def generate_positives(
         torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
     accelerator = stage_accelerator(**({"cpu": True} if chosen.type == "cpu" and torch.cuda.is_available() else {}))
     root = cfg.positives_store
-    if (root / MANIFEST).is_file() and not resume:
-        if not overwrite:
-            raise ClspError(
-                f"{root}: holds the positives of an earlier run; pass --resume to finish or reuse them (same settings), "
-                "or --overwrite to start over"
-            )
+    earlier = "the positives" if (root / MANIFEST).is_file() else None
+    if earlier and not keep_earlier(root, earlier, resume, overwrite, "finish or reuse them (same settings)"):
         if accelerator.is_main_process:
             shutil.rmtree(root)
         accelerator.wait_for_everyone()

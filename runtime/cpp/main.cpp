@@ -386,7 +386,7 @@ class Metadata {
  private:
   [[noreturn]] void fail(std::string_view dotted, const std::string& what) const {
     throw InputError(path_ + ": \"" + std::string(dotted) + "\" " + what +
-                     "; not a metadata.json of this clsp version: run `clsp export CONFIG --torchscript` again");
+                     "; not a metadata.json of this clsp version: run `clsp export CONFIG --torchscript --resume` again");
   }
 
   std::string path_;
@@ -398,7 +398,7 @@ std::string release(const std::string& version) { return version.substr(0, versi
 // The encoder in `given` (an export folder or the model file in one), refused unless its metadata.json describes a
 // TorchScript encoder, the file's SHA-256 matches it and it was exported with this runner's torch release.
 ExportedEncoder open_export(const fs::path& given) {
-  const std::string fix = "run `clsp export CONFIG --torchscript` and give <output_dir>/export/torchscript/encoder";
+  const std::string fix = "run `clsp export CONFIG --torchscript --resume` and give <output_dir>/export/torchscript/encoder";
   if (!fs::exists(given)) throw InputError(given.string() + ": no such folder or file; " + fix);
   fs::path folder = fs::is_directory(given) ? given : given.parent_path();
   if (folder.empty()) folder = ".";

@@ -44,7 +44,7 @@ def test_a_finished_run_is_kept_unless_resume_or_overwrite(fast_config, fast_ove
     assert CliRunner().invoke(app, args).exit_code == 0
     weights = (tmp_path / "run" / "ssl" / "backbone.safetensors").read_bytes()
     again = CliRunner().invoke(app, [*args, "--set=run.seed=3"])
-    assert isinstance(again.exception, ClspError) and "--overwrite to replace it" in str(again.exception)
+    assert isinstance(again.exception, ClspError) and "--overwrite to start over" in str(again.exception)
     assert (tmp_path / "run" / "ssl" / "backbone.safetensors").read_bytes() == weights
     assert CliRunner().invoke(app, [*args, "--resume"]).exit_code == 0  # finished: nothing left to do
     assert CliRunner().invoke(app, [*args, "--set=run.seed=3", "--overwrite"]).exit_code == 0

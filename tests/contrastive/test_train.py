@@ -123,7 +123,7 @@ def test_a_finished_run_is_not_replaced_without_resume_or_overwrite(fast_config,
     cfg = fast_config("ssl.epochs=1")
     first = train_ssl(cfg)
     weights = first.backbone.read_bytes()
-    with pytest.raises(ClspError, match="--resume to continue it, --overwrite to replace it"):
+    with pytest.raises(ClspError, match="--resume to continue it, --overwrite to start over"):
         train_ssl(fast_config("ssl.epochs=1", "run.seed=5"))
     assert first.backbone.read_bytes() == weights
     again = train_ssl(fast_config("ssl.epochs=1", "run.seed=5"), overwrite=True)

@@ -77,7 +77,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 def test_a_run_is_kept_and_resume_refuses_another_unet_in_one_line(tmp_path):
     train.train_diffusion(_config(tmp_path, batch_size=256))
-    with pytest.raises(ClspError, match="--overwrite to replace it"):
+    with pytest.raises(ClspError, match="--resume to continue it, --overwrite to start over"):
         train.train_diffusion(_config(tmp_path, batch_size=256))
     with pytest.raises(ClspError, match=r'diffusion\.unet: "tiny" -> "small"\); set them back') as e:
         train.train_diffusion(_config(tmp_path, batch_size=256, unet="small"), resume=True)

@@ -89,6 +89,21 @@ def test_eval_refuses_an_unusable_device_before_any_work(tmp_path: Path) -> None
     assert evaluate_run(cfg).device == "cpu (no CUDA GPU found)"  # auto says why it runs on the CPU
 
 
+def test_an_earlier_evaluation_is_refused_kept_or_redone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = random_run(tmp_path)
+    first = evaluate_run(cfg).metrics
+    with pytest.raises(ClspError, match=r"eval: holds an evaluation \(metrics.json\) of an earlier run; pass --resume"):
+        evaluate_run(cfg)
+    kept = evaluate_run(cfg, resume=True)
+    assert kept.metrics == first and kept.device.startswith("none: kept")
+    moved = load_config(tmp_path / "eval" / "config.yaml", ["data.root=/elsewhere"])  # where the files are: kept
+    assert evaluate_run(moved, resume=True).metrics == first
+    fewer = evaluate_run(load_config(tmp_path / "eval" / "config.yaml", ["eval.linear_epochs=2"]), resume=True)
+    assert fewer.metrics["linear"]["epochs"] == 2 and "evaluating again" in capsys.readouterr().err
+    again = evaluate_run(cfg, overwrite=True).metrics
+    assert again["eval_seconds"] != first["eval_seconds"] and again["linear"] == first["linear"]  # deterministic
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_eval_on_the_gpu_matches_the_cpu(tmp_path: Path) -> None:
     cfg = random_run(tmp_path)

@@ -73,11 +73,19 @@ def test_transfer_joins_metrics_report_and_compare_and_a_new_encoder_drops_it(tm
     assert "## Transfer" in (tmp_path / "run" / "eval" / "report.md").read_text()
     headers, rows = comparison_rows([metrics], group=False)
     assert rows[0][headers.index("transfer fashion")] == f"{r['top1']:.2f}"
-    assert evaluate_run(cfg).metrics["transfer"] == {"fashion": r}  # the same encoder: kept
+    with pytest.raises(
+        ClspError, match=r"metrics.json: holds transfer results \(fashion\) of an earlier run; pass --resume"
+    ):
+        transfer_run(cfg, (target,))
+    assert transfer_run(cfg, (target,), resume=True) == {"fashion": r}  # kept, not measured again
+    fewer = target.model_copy(update={"max_train": 50})  # other settings: measured again
+    assert transfer_run(cfg, (fewer,), resume=True)["fashion"]["num_train"] < 96
+    assert transfer_run(cfg, (target,), overwrite=True)["fashion"]["seconds"] != r["seconds"]
+    assert evaluate_run(cfg, overwrite=True).metrics["transfer"]["fashion"]["num_train"] == 96  # same encoder: kept
     encoder, _ = build_backbone("small-cnn", in_channels=1)  # "retrained"
     spec = json.loads((tmp_path / "run" / "ssl" / "backbone.json").read_text())
     save_backbone(encoder, tmp_path / "run" / "ssl", spec)
-    assert evaluate_run(cfg).metrics["transfer"] == {}
+    assert evaluate_run(cfg, resume=True).metrics["transfer"] == {}  # another encoder: evaluated again
 
 
 @pytest.mark.parametrize(

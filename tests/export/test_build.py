@@ -54,12 +54,16 @@ def test_onnx_file_is_self_contained_with_four_distinct_inputs(exported_run: Pat
 
 
 def test_current_exports_are_reused_and_stale_ones_rebuilt(run_copy: Path, config_of) -> None:
-    results = export_run(config_of(run_copy), ("onnx", "torchscript"))
+    with pytest.raises(
+        ClspError, match=r"holds exports \(onnx/denoiser, onnx/encoder\) of an earlier run; pass --resume"
+    ):
+        export_run(config_of(run_copy), ("onnx",))
+    results = export_run(config_of(run_copy), ("onnx", "torchscript"), resume=True)
     assert [r.rebuilt for r in results] == [False] * 4
     tampered = artifact_dir(run_copy, "torchscript", "encoder") / METADATA_FILE
     tampered.write_text(json.dumps({**json.loads(tampered.read_text()), "key": "0" * 64}))
     # num_layers changes the denoiser graph: its key changes, the encoder's does not
-    results = export_run(config_of(run_copy, "positives.num_layers=2"), ("torchscript",))
+    results = export_run(config_of(run_copy, "positives.num_layers=2"), ("torchscript",), resume=True)
     assert {r.kind: r.rebuilt for r in results} == {"denoiser": True, "encoder": True}
     assert (
         json.loads((artifact_dir(run_copy, "torchscript", "denoiser") / METADATA_FILE).read_text())["model"][
@@ -67,14 +71,16 @@ def test_current_exports_are_reused_and_stale_ones_rebuilt(run_copy: Path, confi
         ]
         == 2
     )
-    results = export_run(config_of(run_copy, "positives.num_layers=2"), ("torchscript",))
+    results = export_run(config_of(run_copy, "positives.num_layers=2"), ("torchscript",), resume=True)
     assert [r.rebuilt for r in results] == [False, False]
+    results = export_run(config_of(run_copy, "positives.num_layers=2"), ("torchscript",), overwrite=True)
+    assert [r.rebuilt for r in results] == [True, True]
 
 
 def test_a_truncated_artifact_is_rebuilt(run_copy: Path, config_of) -> None:
     path = artifact_dir(run_copy, "torchscript", "encoder") / "model.pt"
     path.write_bytes(path.read_bytes()[:100])
-    (result,) = [r for r in export_run(config_of(run_copy), ("torchscript",)) if r.kind == "encoder"]
+    (result,) = [r for r in export_run(config_of(run_copy), ("torchscript",), resume=True) if r.kind == "encoder"]
     assert result.rebuilt and path.stat().st_size > 100_000
 
 
@@ -114,7 +120,7 @@ def test_an_interrupted_export_leaves_no_artifact_that_looks_complete(
     monkeypatch.setattr("clsp.export.to_torchscript.write_torchscript", crash)
     cfg = config_of(run_copy, "positives.num_layers=2")  # the denoiser is stale and must be rebuilt
     with pytest.raises(KeyboardInterrupt):
-        export_run(cfg, ("torchscript",))
+        export_run(cfg, ("torchscript",), resume=True)
     directory = artifact_dir(run_copy, "torchscript", "denoiser")
     assert not (directory / METADATA_FILE).exists()  # the old sidecar went first: nothing claims to be current
     assert not leftovers(run_copy)

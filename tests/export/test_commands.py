@@ -34,7 +34,7 @@ def test_help_says_torchscript_is_deprecated() -> None:
 
 def test_export_then_features_through_the_commands(run_copy: Path, tmp_path: Path, repo_root: Path) -> None:
     config = repo_root / "configs" / "digits.yaml"
-    result = invoke("export", config, "--torchscript", "--set", f"run.output_dir={run_copy}")
+    result = invoke("export", config, "--torchscript", "--resume", "--set", f"run.output_dir={run_copy}")
     assert result.exit_code == 0, result.output
     assert "denoiser torchscript" in result.output and "up to date" in result.output
     out = tmp_path / "features.npy"
@@ -93,7 +93,9 @@ def test_export_onnx_only_and_without_the_parity_check(fresh_run: Path, command)
     for kind in ("denoiser", "encoder"):
         metadata = json.loads((artifact_dir(fresh_run, "onnx", kind) / METADATA_FILE).read_text())
         assert metadata["parity"] is None  # export.check is true: --no-check overrode it
-    again = command("export", fresh_run, "--onnx")
+    refused = command("export", fresh_run, "--onnx")
+    assert isinstance(refused.exception, ClspError) and "--resume to keep the current ones" in str(refused.exception)
+    again = command("export", fresh_run, "--onnx", "--resume")
     assert again.exit_code == 0, again.output
     assert again.output.count("up to date") == 2
 
@@ -144,8 +146,8 @@ def test_retraining_the_encoder_makes_its_export_stale(run_copy: Path, tmp_path:
     result = command("features", run_copy, "--backend", "ort", "--split", "test", "--out", out)
     assert isinstance(result.exception, ClspError), result.output
     assert "export is stale" in str(result.exception) and "source_sha256" in str(result.exception)
-    assert "run `clsp export CONFIG --onnx`" in str(result.exception) and not out.exists()
-    rebuilt = command("export", run_copy, "--onnx")
+    assert "run `clsp export CONFIG --onnx --resume`" in str(result.exception) and not out.exists()
+    rebuilt = command("export", run_copy, "--onnx", "--resume")
     assert rebuilt.exit_code == 0, rebuilt.output
     lines = {line.split(" onnx")[0].strip("│ "): line for line in rebuilt.output.splitlines() if " onnx " in line}
     assert "up to date" in lines["denoiser"] and "built in" in lines["encoder"]

@@ -95,7 +95,9 @@ def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -
     assert store.provenance["backend"] == "torch" and store.provenance["sampler"]["precision"] == "bf16"
     assert not np.array_equal(store.candidate(0, 0), store.candidate(0, 1))
     assert (a / "positives" / "config.yaml").is_file()
-    with pytest.raises(ClspError, match=r"holds the positives of an earlier run; pass --resume .* or --overwrite"):
+    with pytest.raises(
+        ClspError, match=r"holds the positives of an earlier run; pass --resume .* --overwrite to start over"
+    ):
         generate_positives(cfg_a, limit=12)
     again = generate_positives(cfg_a, limit=12, resume=True)  # everything finished: nothing to do
     assert again.generated == 0 and again.complete

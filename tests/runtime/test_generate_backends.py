@@ -35,7 +35,7 @@ def test_exported_backends_make_the_torch_positives_within_one_level(
 
 
 def test_a_backend_without_its_export_is_refused(fresh_run: Path, config_of) -> None:
-    with pytest.raises(ClspError, match=r"positives.backend=pt2 needs it: run `clsp export CONFIG --pt2`"):
+    with pytest.raises(ClspError, match=r"positives.backend=pt2 needs it: run `clsp export CONFIG --pt2 --resume`"):
         generate_positives(config_of(fresh_run, "positives.backend=pt2"), limit=4, backend=load_denoiser)
 
 

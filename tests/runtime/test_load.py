@@ -44,7 +44,8 @@ def test_the_torch_backend_is_the_module_itself(exported_run: Path, config_of) -
 def test_a_missing_export_says_how_to_make_it(fresh_run: Path, config_of) -> None:
     cfg = config_of(fresh_run, "positives.backend=ort")
     with pytest.raises(
-        ClspError, match=r"no exported model .* positives.backend=ort needs it: run `clsp export CONFIG --onnx`"
+        ClspError,
+        match=r"no exported model .* positives.backend=ort needs it: run `clsp export CONFIG --onnx --resume`",
     ):
         load_denoiser(cfg, run_denoiser(cfg), "cpu")
 

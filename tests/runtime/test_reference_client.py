@@ -158,7 +158,7 @@ def test_metadata_states_the_whole_contract_and_the_real_precision(exported_run:
 
 
 def test_reused_export_gets_the_current_sampler_contract(run_copy: Path, config_of) -> None:
-    results = export_run(config_of(run_copy, "positives.num_steps=20"), ("onnx",))
+    results = export_run(config_of(run_copy, "positives.num_steps=20"), ("onnx",), resume=True)
     assert [r.rebuilt for r in results] == [False, False]
     metadata = json.loads((artifact_dir(run_copy, "onnx", "denoiser") / METADATA_FILE).read_text())
     assert metadata["sampler"]["num_steps"] == 20 and len(metadata["sampler"]["timesteps"]) == 20
