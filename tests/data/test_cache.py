@@ -77,12 +77,15 @@ def test_two_workers_decode_what_one_does(tmp_path: Path) -> None:
 
 SLOW_BUILDER = """
 import sys, time
+from pathlib import Path
 from clsp.config import DataConfig
 from clsp.data import ImageRows, load_images
 from clsp.data.folder import FileDecoder
 decode = FileDecoder.__call__
-def slow(self, files):
-    time.sleep(2.5)
+def slow(self, files):  # decodes only once the test says the other process is waiting
+    deadline = time.monotonic() + 120
+    while not Path(sys.argv[4]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return decode(self, files)
 def refuse(self, files):
     raise SystemExit("decoded although another process built the entry")
@@ -93,18 +96,23 @@ print(load_images(cfg, "all").fingerprint)
 
 
 def test_of_two_processes_one_builds_and_the_other_waits_then_maps(tmp_path: Path) -> None:
-    write_folder(tmp_path / "images", 300)  # 2 chunks at 2.5 s each: the waiter starts (imports torch) meanwhile
-    cache = tmp_path / "cache"
-    args = [str(tmp_path / "images"), str(cache)]
-    run = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": REPO}
-    builder = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, "build", *args], **run)
+    write_folder(tmp_path / "images", 300)  # 2 chunks
+    cache, release, waiter_log = tmp_path / "cache", tmp_path / "release", tmp_path / "waiter.err"
+    args = [str(tmp_path / "images"), str(cache), str(release)]
+    run = {"stdout": subprocess.PIPE, "text": True, "cwd": REPO}
+    builder = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, "build", *args], stderr=subprocess.PIPE, **run)
     deadline = time.monotonic() + 60
     while not any(p.name.endswith(".building") for p in cache.glob(".*")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    waiter = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, "wait", *args], **run)
-    built, waited = builder.communicate(timeout=120), waiter.communicate(timeout=120)
-    assert builder.returncode == 0 and waiter.returncode == 0, (built[1], waited[1])
-    assert "waiting for another process to finish decoding" in waited[1]
+    with waiter_log.open("w") as err:
+        waiter = subprocess.Popen([sys.executable, "-c", SLOW_BUILDER, "wait", *args], stderr=err, **run)
+        deadline = time.monotonic() + 60  # the builder holds the entry until the waiter says it waits
+        while "waiting for another process to finish decoding" not in waiter_log.read_text():
+            assert time.monotonic() < deadline and waiter.poll() is None, waiter_log.read_text()
+            time.sleep(0.05)
+        release.touch()
+        built, waited = builder.communicate(timeout=120), waiter.communicate(timeout=120)
+    assert builder.returncode == 0 and waiter.returncode == 0, (built[1], waiter_log.read_text())
     assert built[0].split() == waited[0].split() and len(entries(cache)) == 1
 
 
