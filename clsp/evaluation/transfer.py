@@ -227,9 +227,7 @@ def transfer_run(
     if not (layout.ssl / WEIGHTS_FILE).is_file() or not metrics_path.is_file():
         raise ClspError(f"{run}: no trained and evaluated encoder (ssl/{WEIGHTS_FILE}, eval/{METRICS_FILE}); run "
                         "`clsp train CONFIG` and `clsp eval CONFIG` first, or point --run at such a run")  # fmt: skip
-    encoder, spec = load_backbone(layout.ssl, pick_device(device))
-    for p in encoder.parameters():
-        p.requires_grad_(False)
+    torch_device = pick_device(device)
     sha = file_sha256(layout.ssl / WEIGHTS_FILE)
     measured = kept_transfer(metrics_path, sha)
     earlier = [t.label for t in targets if t.label in measured]
@@ -237,12 +235,18 @@ def transfer_run(
         metrics_path, f"transfer results ({', '.join(earlier)})" if earlier else None, resume, overwrite,
         "keep them (measured again if their settings changed)",
     )  # fmt: skip
-    results = {
-        t.label: measured[t.label]
-        if keep and measured.get(t.label, {}).get("target") == target_settings(t)
-        else transfer_target(encoder, spec, sha, t, run, cfg.eval.knn_temperature)
-        for t in targets
-    }
+    kept = {t.label for t in targets if keep and measured.get(t.label, {}).get("target") == target_settings(t)}
+    new = {}
+    if len(kept) < len(targets):  # the encoder is loaded only when a target is left to measure
+        encoder, spec = load_backbone(layout.ssl, torch_device)
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        new = {
+            t.label: transfer_target(encoder, spec, sha, t, run, cfg.eval.knn_temperature)
+            for t in targets
+            if t.label not in kept
+        }
+    results = {t.label: new[t.label] if t.label in new else measured[t.label] for t in targets}
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     metrics["transfer"] = {**measured, **results}
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
