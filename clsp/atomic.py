@@ -1,6 +1,7 @@
 """File helpers: atomic writes (a reader sees the old file or the complete new one, never a partial one) and
 content hashes."""
 
+import functools
 import hashlib
 import os
 import secrets
@@ -85,3 +86,14 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_file_sha256(path: str | Path) -> str:
+    """:func:`file_sha256`, computed once per process for each (path, size, modification time)."""
+    stat = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)

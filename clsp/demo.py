@@ -107,7 +107,7 @@ def result_encoder(cfg: Config, seeds: Sequence[int]) -> dict[str, Any]:
 def stage_settings(cfg: Config, parts: Sequence[str], root: Path) -> dict[str, Any]:
     """The settings ``parts`` (sections or dotted fields of ``cfg``) that decide a stage's result, with paths inside
     the demo folder ``root`` written as ``<demo>/...``: a copied demo folder (only ``output_dir`` differs) keeps
-    every finished stage."""
+    every finished stage. With ``diffusion.pretrained``, a ``diffusion`` part adds the SHA-256 of the UNet's files."""
     prefix = str(root)
 
     def relative(value: Any) -> Any:
@@ -130,6 +130,11 @@ def stage_settings(cfg: Config, parts: Sequence[str], root: Path) -> dict[str, A
         for name in part.split("."):
             value = value[name]
         chosen[part] = relative(value)
+    if "diffusion" in parts and cfg.diffusion.pretrained is not None:
+        from clsp.diffusion.unet import trained_unet_source, unet_files_sha256
+
+        # the name or folder alone does not say which weights: a retrained UNet there redoes what sampled with it
+        chosen["diffusion.pretrained_sha256"] = unet_files_sha256(trained_unet_source(cfg))
     return chosen
 
 

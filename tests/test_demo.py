@@ -249,3 +249,34 @@ def test_a_copied_demo_folder_keeps_its_stages(tmp_path: Path) -> None:
     copy = load_config(REPO_ROOT / "configs" / "digits.yaml", [f"run.output_dir={tmp_path / 'b' / 'seed0'}"])
     a, b = stage_settings(cfg, SSL_SETTINGS, tmp_path / "a"), stage_settings(copy, SSL_SETTINGS, tmp_path / "b")
     assert a["run"]["output_dir"] == "<demo>/seed0" and stage_key(a) == stage_key(b)
+
+
+def test_a_retrained_pretrained_unet_redoes_the_stages_that_sampled_with_it(tmp_path: Path) -> None:
+    import torch
+
+    from clsp.demo import POSITIVES_SETTINGS, SSL_SETTINGS, stage_settings
+    from clsp.diffusion.unet import build_unet
+
+    folder = tmp_path / "unet"
+    torch.manual_seed(0)
+    build_unet("tiny", 16, 1).save_pretrained(folder)
+    cfg = load_config(REPO_ROOT / "configs" / "digits.yaml", [f"diffusion.pretrained={folder}"])
+    ledger, calls = tmp_path / "stages.json", []
+    StageLedger(ledger).run("positives", stage_settings(cfg, POSITIVES_SETTINGS, tmp_path), calls.append)
+    ssl_only = stage_settings(cfg, SSL_SETTINGS, tmp_path)
+    (folder / "notes.txt").write_text("not part of the model")
+    StageLedger(ledger).run("positives", stage_settings(cfg, POSITIVES_SETTINGS, tmp_path), calls.append)
+    assert calls == [False]  # the same weights: skipped
+
+    torch.manual_seed(1)
+    build_unet("tiny", 16, 1).save_pretrained(folder)  # retrained in place: same name, other weights
+    with pytest.raises(ClspError, match=r'diffusion.pretrained_sha256: "[0-9a-f]+\.\.\. -> "[0-9a-f]+'):
+        StageLedger(ledger).run("positives", stage_settings(cfg, POSITIVES_SETTINGS, tmp_path), calls.append)
+    assert stage_settings(cfg, SSL_SETTINGS, tmp_path) == ssl_only  # a baseline row does not depend on the UNet
+
+    shipped = load_config(REPO_ROOT / "configs" / "digits.yaml")
+    from clsp.diffusion.unet import SHIPPED_DIR, unet_files_sha256
+
+    assert stage_settings(shipped, POSITIVES_SETTINGS, tmp_path)["diffusion.pretrained_sha256"] == unet_files_sha256(
+        SHIPPED_DIR / "digits-pretrained"
+    )

@@ -1,5 +1,6 @@
 """UNet presets on ``diffusers.UNet2DModel`` and the feature-interpolating denoiser (method.md 1.1, 2.1)."""
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
-from clsp.atomic import file_sha256
+from clsp.atomic import cached_file_sha256
 from clsp.config import Config
 from clsp.errors import ClspError
 from clsp.json_files import json_field, read_json_object
@@ -89,7 +90,7 @@ def shipped_provenance(name: str) -> dict[str, Any]:
         path = folder / file_name
         if not path.is_file():
             raise ClspError(f"{path}: the shipped UNet {name!r} is missing a file; {fix}")
-        if file_sha256(path) != json_field(provenance, recorded, str, folder / SHIPPED_PROVENANCE, fix):
+        if cached_file_sha256(path) != json_field(provenance, recorded, str, folder / SHIPPED_PROVENANCE, fix):
             raise ClspError(f"{path}: SHA-256 differs from {SHIPPED_PROVENANCE} (the file was changed); {fix}")
     return provenance
 
@@ -113,9 +114,9 @@ def build_unet(preset: str, image_size: int, channels: int, dropout: float | Non
     return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels, **settings)
 
 
-def load_pretrained_unet(path: str | Path) -> UNet2DModel:
-    """Load a local diffusers ``UNet2DModel`` folder (``config.json`` + weights), a pipeline folder's ``unet/``, or a
-    shipped UNet by name (:data:`SHIPPED`, weights checked against its recorded SHA-256)."""
+def unet_folder(path: str | Path) -> Path:
+    """The folder holding a trained UNet's ``config.json`` and weights: a local diffusers ``UNet2DModel`` folder, a
+    pipeline folder's ``unet/``, or a shipped UNet by name (:data:`SHIPPED`, checked against its recorded SHA-256s)."""
     if str(path) in SHIPPED:
         shipped_provenance(str(path))
         path = SHIPPED_DIR / str(path)
@@ -136,6 +137,23 @@ def load_pretrained_unet(path: str | Path) -> UNet2DModel:
         raise ClspError(
             f"{config_file}: holds a {class_name!r}, not a UNet2DModel; point diffusion.unet at a UNet2DModel folder"
         )
+    return path
+
+
+def unet_files_sha256(path: str | Path) -> str:
+    """SHA-256 over the files of the trained UNet :func:`unet_folder` finds (``config.json`` and the weights): which
+    model a run samples with, read without loading it."""
+    folder = unet_folder(path)
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.name == "config.json" or file.suffix in (".safetensors", ".bin"):
+            digest.update(f"{file.name}:{cached_file_sha256(file)}".encode())
+    return digest.hexdigest()
+
+
+def load_pretrained_unet(path: str | Path) -> UNet2DModel:
+    """Load the trained UNet :func:`unet_folder` finds (a folder, a pipeline's ``unet/`` or a shipped name)."""
+    path = unet_folder(path)
     try:
         return UNet2DModel.from_pretrained(path)
     except (OSError, ValueError, RuntimeError) as e:
