@@ -41,14 +41,20 @@ def test_the_shipped_unet_is_small_complete_and_reproducible(name: str) -> None:
     folder = SHIPPED_DIR / name
     assert name in SHIPPED and (folder / SHIPPED_WEIGHTS).stat().st_size < 10 * 2**20
     provenance = shipped_provenance(name)
-    assert provenance["command"].startswith(f"clsp diffusion train {CONFIGS[name]}")
-    trained_with = load_config(folder / provenance["config"])
-    assert trained_with.diffusion.unet == provenance["preset"] and trained_with.diffusion.pretrained is None
-    # the shipped config reproduces it: the config's recipe is the recipe it was trained with
+    runs = [provenance]  # the run that made it, then the one whose weights it started from, ...
+    while "started_from" in runs[-1]:
+        runs.append(runs[-1]["started_from"])
+    trained_with = [load_config(folder / run["config"]) for run in runs]
+    assert all(run["command"].startswith(f"clsp diffusion train {CONFIGS[name]}") for run in runs)
+    assert trained_with[-1].diffusion.unet == provenance["preset"]  # the first run started from scratch
+    assert all(cfg.diffusion.unet == name for cfg in trained_with[:-1])  # the later ones from the shipped model
+    assert all(cfg.diffusion.pretrained is None for cfg in trained_with)
+    # the shipped config reproduces it: the config's recipe is the recipe it was trained with, in as many epochs
     shipped_cfg = load_config(REPO_ROOT / CONFIGS[name])
     assert shipped_cfg.diffusion.pretrained == name
-    recipe = shipped_cfg.diffusion.model_dump(exclude={"pretrained"})
-    assert trained_with.diffusion.model_dump(exclude={"pretrained"}) == recipe
+    assert sum(cfg.diffusion.epochs for cfg in trained_with) == shipped_cfg.diffusion.epochs == provenance["epochs"]
+    recipe = shipped_cfg.diffusion.model_dump(exclude={"pretrained", "unet", "epochs"})
+    assert all(cfg.diffusion.model_dump(exclude={"pretrained", "unet", "epochs"}) == recipe for cfg in trained_with)
     unet = load_pretrained_unet(name)
     size = unet.config.sample_size
     reference = build_unet(provenance["preset"], size, 1)
