@@ -9,7 +9,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
-from clsp.atomic import cached_file_sha256
+from clsp.atomic import cached_file_sha256, file_sha256
 from clsp.config import Config
 from clsp.errors import ClspError
 from clsp.json_files import json_field, read_json_object
@@ -90,7 +90,7 @@ def shipped_provenance(name: str) -> dict[str, Any]:
         path = folder / file_name
         if not path.is_file():
             raise ClspError(f"{path}: the shipped UNet {name!r} is missing a file; {fix}")
-        if cached_file_sha256(path) != json_field(provenance, recorded, str, folder / SHIPPED_PROVENANCE, fix):
+        if file_sha256(path) != json_field(provenance, recorded, str, folder / SHIPPED_PROVENANCE, fix):
             raise ClspError(f"{path}: SHA-256 differs from {SHIPPED_PROVENANCE} (the file was changed); {fix}")
     return provenance
 
