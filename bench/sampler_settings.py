@@ -8,7 +8,7 @@ Positives/s is anchors over the wall time of ``generate_positives`` (UNet load i
 torch threads). Prints a markdown table and the cheapest setting no worse than DDIM-100 fp32 by more than
 ``--tolerance`` points on class kept (both judges) and off-manifold.
 
-    python bench/sampler_settings.py configs/fashion_mnist.yaml --anchors 256
+    python bench/sampler_settings.py configs/fashion_mnist.yaml --anchors 256 [--precisions fp32]
 """
 
 import argparse
@@ -31,11 +31,19 @@ def main() -> None:
     parser.add_argument("--anchors", type=int, default=256)
     parser.add_argument("--tolerance", type=float, default=1.0, help="points of class kept and off-manifold")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the rows")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated; fp32 alone on a CPU without bf16 units, where bf16 is emulated many times slower",
+    )
     args = parser.parse_args()
+    precisions = args.precisions.split(",")
+    if precisions[0] != "fp32" or not set(precisions) <= {"fp32", "bf16"}:
+        parser.error("--precisions: fp32 first (DDIM-100 fp32 is the reference), then optionally bf16")
     cfg = load_config(args.config)
     rows, real = [], None
     with tempfile.TemporaryDirectory(prefix="clsp-sampler-") as tmp:
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             for solver, steps in SETTINGS:
                 root = Path(tmp) / f"{solver}-{steps}-{precision}"
                 changes = {"solver": solver, "num_steps": steps, "precision": precision, "num_candidates": 1}

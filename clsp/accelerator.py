@@ -42,6 +42,16 @@ def pick_device(requested: str = "auto") -> torch.device:
     return parsed
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX-BF16
+    (torch's CPU capability flags). Elsewhere oneDNN emulates bf16 through fp32, and autocast makes a UNet forward
+    about 25x slower instead of 2x faster (AVX2-only AMD EPYC, bench/RESULTS.md "bf16 without bf16 units")."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # torch < 2.5 lacks it: assume no bf16 units
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
 def describe_device(device: torch.device, requested: str = "auto") -> str:
     """What a summary says about the device, including why ``auto`` chose the CPU."""
     if device.type == "cuda":

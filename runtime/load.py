@@ -70,12 +70,14 @@ def load_denoiser(cfg: Config, denoiser: InterpolatingDenoiser, device: str | to
     backend = cfg.positives.backend
     if backend == "torch":
         return torch_backend(cfg, denoiser, torch.device(device))
-    if effective_precision(cfg) != cfg.positives.precision:
+    settings = SamplerSettings.from_config(cfg, device)
+    if effective_precision(cfg, settings) != settings.precision:
         warn(
-            f"positives.precision={cfg.positives.precision} has no effect on backend {backend}: it runs the export "
-            f"as built, in {effective_precision(cfg)} (ONNX and pt2 in fp32, TensorRT in export.trt_precision)"
+            f"positives.precision={settings.precision} has no effect on backend {backend}: it runs the export "
+            f"as built, in {effective_precision(cfg, settings)} (ONNX and pt2 in fp32, TensorRT in "
+            "export.trt_precision)"
         )
-    spec = denoiser_spec(denoiser, SamplerSettings.from_config(cfg), cfg.positives.weight)
+    spec = denoiser_spec(denoiser, settings, cfg.positives.weight)
     exported = load_exported(spec, backend, cfg, device, "positives.backend")
     return CheckedDenoiser(exported, denoiser.sample_shape, cfg.diffusion.num_train_timesteps)
 

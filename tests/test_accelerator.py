@@ -1,9 +1,11 @@
 """Device choice: ``auto`` takes a usable CUDA GPU, else the CPU and says so; explicit devices are checked."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from clsp.accelerator import describe_device, pick_device
+from clsp.accelerator import describe_device, has_native_bf16, pick_device
 from clsp.errors import ClspError
 
 
@@ -33,3 +35,21 @@ def test_unknown_devices_are_refused_in_one_line(requested, message):
 def test_cuda_without_a_gpu_is_refused_not_replaced_by_the_cpu():
     with pytest.raises(ClspError, match="no CUDA GPU is usable here.*use --device cpu"):
         pick_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [({"avx2": True}, False), ({"avx512_f": True, "avx512_bf16": False}, False), ({"avx512_bf16": True}, True),
+     ({"amx_bf16": True}, True)],
+)  # fmt: skip
+def test_cpu_bf16_units_are_read_from_torchs_capability_flags(monkeypatch, flags, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    assert has_native_bf16(torch.device("cpu")) is native
+
+
+def test_this_cpus_bf16_units_agree_with_proc_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = set(cpuinfo.read_text().split())
+    assert has_native_bf16(torch.device("cpu")) is bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from clsp.errors import ClspError
-from clsp.loop import derived_seed
+from clsp.loop import derived_seed, seeded_cpu_rng
 from clsp.positives.store import MANIFEST, PositiveStore
 
 ThirdView = Literal["synthetic", "real", "none"]
@@ -61,9 +61,8 @@ class MultiViewDataset(Dataset):
         epoch, i = key
         real = torch.from_numpy(self.images[i]).permute(2, 0, 1)
         seed = derived_seed(self.seed, epoch, i)
-        # The augmentations draw from torch's global generator; fork it so that seeding here disturbs nothing else.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # The augmentations draw from torch's global generator; seeding it here disturbs nothing else.
+        with seeded_cpu_rng(seed):
             item: dict[str, Tensor | int] = {"v1": self.transform(real), "v2": self.transform(real)}
             if self.third_view == "real":
                 item["v3"] = self.transform(real)

@@ -40,15 +40,17 @@ def preview(
     """Write <output_dir>/diffusion/preview.png: anchors in the first column, one column of positives per w."""
     parsed = parse_number_list(weights, "--weights", float, "0,0.1,0.5,1", 0, 1)
     cfg = load_config(config, overrides or [])
+    from clsp.accelerator import pick_device
     from clsp.diffusion.preview import preview_positives
+    from clsp.diffusion.sampler import SamplerSettings
 
     path = preview_positives(cfg, anchors, parsed)
-    p = cfg.positives
+    p, precision = cfg.positives, SamplerSettings.from_config(cfg, pick_device()).precision
     print_summary(
         "diffusion preview",
         {
             "grid": path,
             "anchors x weights": f"{anchors} x {parsed}",
-            "sampler": f"{p.solver}, {p.num_steps} steps, eta {p.eta}, {p.num_layers} layer(s), {p.precision}",
+            "sampler": f"{p.solver}, {p.num_steps} steps, eta {p.eta}, {p.num_layers} layer(s), {precision}",
         },
     )

@@ -29,7 +29,7 @@ def preview_positives(cfg: Config, num_anchors: int, weights: list[float]) -> Pa
     unet = load_trained_unet(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     denoiser = InterpolatingDenoiser(unet.to(device).eval(), cfg.positives.num_layers)
-    settings = SamplerSettings.from_config(cfg)
+    settings = SamplerSettings.from_config(cfg, device)
 
     rows, cols = len(indices), len(weights)
     anchors = images_to_model(anchors_uint8).to(device).repeat_interleave(cols, 0)

@@ -17,9 +17,11 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 
+from clsp.accelerator import has_native_bf16
 from clsp.config import Config
 from clsp.diffusion.noise import NoiseStreams
 from clsp.errors import ClspError
+from clsp.progress import warn
 
 Denoiser = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 """``(x_t [B,C,H,W] float, anchor_t [B,C,H,W] float, t [B] int64, w [B] float) -> eps [B,C,H,W]``."""
@@ -42,10 +44,12 @@ class SamplerSettings:
     anchor_noise: Literal["fresh", "shared"] = "fresh"
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "SamplerSettings":
+    def from_config(cls, cfg: Config, device: torch.device | str = "cpu") -> "SamplerSettings":
+        """``cfg.positives``' sampler on ``device``, with ``positives.precision: auto`` resolved for it."""
         p, d = cfg.positives, cfg.diffusion
+        precision = sampling_precision(p.precision, torch.device(device))
         return cls(
-            p.num_steps, p.eta, p.solver, p.precision, d.num_train_timesteps, d.beta_start, d.beta_end, p.anchor_noise
+            p.num_steps, p.eta, p.solver, precision, d.num_train_timesteps, d.beta_start, d.beta_end, p.anchor_noise
         )
 
     def check(self) -> None:
@@ -61,6 +65,25 @@ class SamplerSettings:
                 f"positives.num_steps={self.num_steps} must divide diffusion.num_train_timesteps="
                 f"{self.num_train_timesteps} for DDIM; use e.g. 50, 100 or 200"
             )
+
+
+def sampling_precision(requested: Literal["auto", "fp32", "bf16"], device: torch.device) -> Literal["fp32", "bf16"]:
+    """``positives.precision`` on ``device``: ``auto`` is bf16 where the device has bf16 units, fp32 elsewhere; an
+    explicit bf16 without them is kept, with a warning (it is many times slower than fp32 there)."""
+    native = has_native_bf16(device)
+    if requested == "auto":
+        return "bf16" if native else "fp32"
+    if requested == "bf16" and not native:
+        _warn_emulated_bf16(device.type)
+    return requested
+
+
+@lru_cache(maxsize=2)
+def _warn_emulated_bf16(device_type: str) -> None:
+    warn(
+        f"positives.precision=bf16 on a {device_type} without bf16 units: emulated, about 25x slower than fp32 on "
+        "an AVX2 CPU; set positives.precision to auto or fp32"
+    )
 
 
 @lru_cache(maxsize=8)

@@ -106,7 +106,7 @@ def save_samples(unet: UNet2DModel, cfg: Config, path: Path) -> Path:
     """Draw ``diffusion.num_samples`` unconditional DDIM samples (positives' steps and eta) into a PNG grid."""
     n = cfg.diffusion.num_samples
     device = next(unet.parameters()).device
-    settings = SamplerSettings.from_config(cfg)
+    settings = SamplerSettings.from_config(cfg, device)
     shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
 
     def plain(x_t: Tensor, anchor_t: Tensor, t: Tensor, w: Tensor) -> Tensor:

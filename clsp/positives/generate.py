@@ -90,12 +90,13 @@ DenoiserBackend = Callable[[Config, InterpolatingDenoiser, torch.device], Denois
 commands that generate pass it in)."""
 
 
-def effective_precision(cfg: Config) -> str:
-    """The precision ``positives.backend``'s denoiser computes in: ``positives.precision`` for torch and TorchScript
-    (traced graphs follow autocast), fp32 for ONNX Runtime and pt2, ``export.trt_precision`` for TensorRT."""
+def effective_precision(cfg: Config, settings: SamplerSettings) -> str:
+    """The precision ``positives.backend``'s denoiser computes in: the sampler's (``positives.precision``, ``auto``
+    resolved for the device) for torch and TorchScript (traced graphs follow autocast), fp32 for ONNX Runtime and
+    pt2, ``export.trt_precision`` for TensorRT."""
     backend = cfg.positives.backend
     if backend in ("torch", "torchscript"):
-        return cfg.positives.precision
+        return settings.precision
     return cfg.export.trt_precision if backend == "trt" else "fp32"
 
 
@@ -176,9 +177,9 @@ def generate_positives(
     """
     if limit is not None and limit < 1:
         raise ClspError(f"--limit must be at least 1, got {limit}")
-    settings = SamplerSettings.from_config(cfg)
-    settings.check()  # before anything is loaded or the store is created
     chosen = pick_device(device)
+    settings = SamplerSettings.from_config(cfg, chosen)
+    settings.check()  # before anything is loaded or the store is created
     if chosen.type == "cuda" and chosen.index is not None:
         torch.cuda.set_device(chosen)  # Accelerate's single-process "cuda" is the current device
     accelerator = stage_accelerator(**({"cpu": True} if chosen.type == "cpu" and torch.cuda.is_available() else {}))
@@ -198,7 +199,7 @@ def generate_positives(
             f"{list(anchors.shape[1:])} [H,W,C]; set diffusion.image_size to the UNet's size"
         )
     denoiser = backend(cfg, denoiser, accelerator.device)  # positives.backend: the module or its export
-    precision = effective_precision(cfg)  # ort and pt2 run fp32 whatever positives.precision says
+    precision = effective_precision(cfg, settings)  # ort and pt2 run fp32 whatever positives.precision says
     provenance = {
         "dataset": dataset.name,
         "unet_sha256": unet_content_hash(unet),

@@ -87,7 +87,12 @@ def sweep_positives(
         "weights": weights,
         "layers": layers,
         "limit": limit,
-        "sampler": {"solver": p.solver, "num_steps": p.num_steps, "eta": p.eta, "precision": p.precision},
+        "sampler": {
+            "solver": p.solver,
+            "num_steps": p.num_steps,
+            "eta": p.eta,
+            "precision": store.provenance["sampler"]["precision"],
+        },
         "num_candidates": p.num_candidates,
         "points": points,
     }

@@ -223,7 +223,8 @@ def test_a_second_writer_of_one_run_folder_is_refused(fast_config, tmp_path):
 def test_bf16_trains_close_to_fp32_but_not_equal(fast_config, tmp_path):
     runs = {}
     for precision in ("no", "bf16"):
-        overrides = [*LEARNS, "ssl.clsp_weight=0.5", f"ssl.mixed_precision={precision}"]
+        # batch 32: a CPU without bf16 units emulates bf16 many times slower than fp32 (30 s here, 67 s at batch 64)
+        overrides = [*LEARNS, "ssl.batch_size=32", "ssl.clsp_weight=0.5", f"ssl.mixed_precision={precision}"]
         cfg = fast_config(*overrides, f"run.output_dir={tmp_path / precision}")
         runs[precision] = torch.tensor(train_ssl(cfg, max_steps=24).losses)
     fp32, bf16 = runs["no"], runs["bf16"]
@@ -231,7 +232,7 @@ def test_bf16_trains_close_to_fp32_but_not_equal(fast_config, tmp_path):
     assert bf16[-4:].mean() < bf16[2:6].mean() - 0.02, bf16  # it learns, as fp32 does
     relative = ((bf16 - fp32) / fp32).abs()
     assert relative.max() > 1e-4, "bf16 gave the fp32 losses: autocast did not run"
-    assert relative.max() < 0.03, relative  # measured: <= 1% after 24 steps
+    assert relative.max() < 0.05, relative  # measured: <= 1% after 24 steps at batch 64, 2.3% at batch 32
 
 
 COMPARED_STEPS = 3

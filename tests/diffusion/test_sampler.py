@@ -1,11 +1,14 @@
 import itertools
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from clsp.config import load_config
+from clsp.diffusion import sampler
 from clsp.diffusion.sampler import (
     SamplerSettings,
     alphas_cumprod,
@@ -15,9 +18,12 @@ from clsp.diffusion.sampler import (
     make_scheduler,
     model_to_images,
     sample_positives,
+    sampling_precision,
 )
 from clsp.diffusion.unet import InterpolatingDenoiser, build_unet
 from clsp.errors import ClspError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settings(**changes) -> SamplerSettings:
@@ -172,6 +178,26 @@ def test_bf16_is_close_to_fp32(tiny_denoiser):
     fp32 = sample_positives(tiny_denoiser, *args, _settings(num_steps=20))
     bf16 = sample_positives(tiny_denoiser, *args, _settings(num_steps=20, precision="bf16"))
     assert 0 < (bf16 - fp32).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_is_bf16_only_where_the_device_has_bf16_units(monkeypatch, capsys, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "avx512_bf16": native})
+    cfg = load_config(REPO_ROOT / "configs/digits.yaml", ["positives.precision=auto"])
+    assert SamplerSettings.from_config(cfg, "cpu").precision == ("bf16" if native else "fp32")
+    fp32 = load_config(REPO_ROOT / "configs/digits.yaml", ["positives.precision=fp32"])
+    assert SamplerSettings.from_config(fp32, "cpu").precision == "fp32"
+    assert capsys.readouterr().err == ""
+
+
+def test_explicit_bf16_without_bf16_units_is_kept_with_one_warning(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    sampler._warn_emulated_bf16.cache_clear()  # warned once per process: start this test unwarned
+    assert sampling_precision("bf16", torch.device("cpu")) == "bf16"
+    assert sampling_precision("bf16", torch.device("cpu")) == "bf16"
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "positives.precision=bf16 on a cpu without bf16 units" in err and "set positives.precision to auto" in err
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = [
     "diffusion.pretrained=null",  # the run's own tiny UNet, never the shipped one
     "positives.num_layers=1",
+    "positives.solver=ddim",  # the reference client steps DDIM only
     "positives.num_steps=10",
     "positives.precision=fp32",
     "positives.num_candidates=2",
