@@ -45,7 +45,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 def has_native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX-BF16
     (torch's CPU capability flags). Elsewhere oneDNN emulates bf16 through fp32, and autocast makes a UNet forward
-    about 25x slower instead of 2x faster (AVX2-only AMD EPYC, bench/RESULTS.md "bf16 without bf16 units")."""
+    11-27x slower instead of 2x faster (AVX2-only AMD EPYC, bench/RESULTS.md "bf16 without bf16 units")."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     capabilities = getattr(torch.cpu, "get_capabilities", dict)()  # torch < 2.5 lacks it: assume no bf16 units

@@ -258,8 +258,8 @@ class PositivesConfig(Section):
     backend: Backend = "torch"
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     """bf16 runs the denoiser under autocast: about 2x faster where the device has bf16 units (a CUDA GPU with bf16,
-    a CPU with AVX512-BF16 or AMX), about 25x slower where it does not (AVX2-only CPUs emulate it). ``auto`` is bf16
-    where the device has them and fp32 elsewhere; a store records the precision it was made in."""
+    a CPU with AVX512-BF16 or AMX), a UNet forward 11-27x slower where it does not (AVX2-only CPUs emulate it).
+    ``auto`` is bf16 where the device has them and fp32 elsewhere; a store records the precision it was made in."""
     compile: bool = False
     """torch backend only: torch.compile the denoiser (on CUDA with mode reduce-overhead, i.e. CUDA graphs).
     Compiling takes tens of seconds and recompiles for a new batch size; worth it for long runs on a GPU."""

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clsp.accelerator import pick_device
 from clsp.atomic import atomic_write_text
 from clsp.config import Config, config_to_yaml
 from clsp.diffusion.sampler import SamplerSettings, images_to_model, model_to_images, sample_positives
@@ -27,7 +28,7 @@ def preview_positives(cfg: Config, num_anchors: int, weights: list[float]) -> Pa
     indices = np.linspace(0, len(images) - 1, min(num_anchors, len(images))).round().astype(np.int64)
     anchors_uint8 = images[indices]
     unet = load_trained_unet(cfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     denoiser = InterpolatingDenoiser(unet.to(device).eval(), cfg.positives.num_layers)
     settings = SamplerSettings.from_config(cfg, device)
 

@@ -232,7 +232,7 @@ def test_bf16_trains_close_to_fp32_but_not_equal(fast_config, tmp_path):
     assert bf16[-4:].mean() < bf16[2:6].mean() - 0.02, bf16  # it learns, as fp32 does
     relative = ((bf16 - fp32) / fp32).abs()
     assert relative.max() > 1e-4, "bf16 gave the fp32 losses: autocast did not run"
-    assert relative.max() < 0.05, relative  # measured: <= 1% after 24 steps at batch 64, 2.3% at batch 32
+    assert relative.max() < 0.03, relative  # measured: <= 1% after 24 steps at batch 64, 2.3% at batch 32
 
 
 COMPARED_STEPS = 3
