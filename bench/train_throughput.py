@@ -2,7 +2,7 @@
 
 ResNet-18 (CIFAR stem), CIFAR-shaped 32x32x3 images, CLSP-SimCLR (v1, v2 and a synthetic candidate from a positive
 store), batch 256, SGD. Both modes run the same step; "pipeline" feeds it from :class:`MultiViewDataset` through a
-DataLoader (uint8 -> three augmentation draws per image -> collate), "pre-loaded" repeats one ready batch. Images and
+DataLoader (uint8 -> three augmentation draws per image -> collate, which augments each view batch at once), "pre-loaded" repeats one ready batch. Images and
 candidates are random uint8 (speed does not depend on content). Single process, fp32 unless --bf16, CPU unless
 --device cuda.
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from clsp.config import SSLConfig
 from clsp.contrastive.methods import build_method
 from clsp.contrastive.views import MultiViewDataset
-from clsp.data.augment import DATASET_STATS, build_augmentation
+from clsp.data.augment import DATASET_STATS, Augmentation
 from clsp.loop import GlobalBatchSampler
 from clsp.positives.store import PositiveStore
 
@@ -39,8 +39,8 @@ def make_dataset(root: Path, n: int, k: int) -> MultiViewDataset:
         rows = len(store.shard_rows(index))
         store.write_shard(index, rng.integers(0, 256, (rows, k, 32, 32, 3), dtype=np.uint8))
     cfg = SSLConfig()
-    transform = build_augmentation(cfg.augment, 32, *DATASET_STATS["cifar10"])
-    return MultiViewDataset(images, None, transform, 0, "synthetic", store, k)
+    augmentation = Augmentation(cfg.augment, 32, *DATASET_STATS["cifar10"])
+    return MultiViewDataset(images, None, augmentation, 0, "synthetic", store, k)
 
 
 def run(batches, steps: int, batch_size: int, bf16: bool, device: torch.device, bn_groups: str) -> list[float]:
@@ -88,7 +88,7 @@ def main() -> None:
 
         def loader(workers: int) -> DataLoader:
             sampler = GlobalBatchSampler(len(dataset), args.batch_size, 0, 1, 0, 0, total)
-            return DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=workers)
 
         started = time.perf_counter()
         fixed = next(iter(loader(0)))

@@ -30,7 +30,7 @@ from clsp.contrastive.methods import build_method
 from clsp.contrastive.schedule import learning_rate, moco_momentum
 from clsp.contrastive.views import MultiViewDataset, open_positives
 from clsp.data import load_training_images
-from clsp.data.augment import build_augmentation, normalisation
+from clsp.data.augment import Augmentation, normalisation
 from clsp.errors import ClspError
 from clsp.interrupt import ignore_stop_signals
 from clsp.json_files import json_field, read_json_lines
@@ -162,9 +162,9 @@ def _dataset(cfg: Config, num_processes: int) -> tuple[MultiViewDataset, int | N
         store = open_positives(path, n, c, images.fingerprint, f"{images.name} ({cfg.data.train_split})")
         if s.num_candidates > store.num_candidates:
             warn(f"ssl.num_candidates={s.num_candidates} but {path} holds {store.num_candidates}; using all of them")
-    transform = build_augmentation(s.augment, h, mean, std)
+    augmentation = Augmentation(s.augment, h, mean, std)
     dataset = MultiViewDataset(
-        images.images, images.labels, transform, cfg.run.seed, third_view, store, s.num_candidates
+        images.images, images.labels, augmentation, cfg.run.seed, third_view, store, s.num_candidates
     )
     num_classes = None
     if images.labels is not None and cfg.eval.online_probe:
@@ -249,6 +249,7 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
+        collate_fn=dataset.collate,
         num_workers=s.num_workers,
         worker_init_fn=ignore_stop_signals if s.num_workers else None,
         pin_memory=accelerator.device.type == "cuda",

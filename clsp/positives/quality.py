@@ -34,7 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clsp.config import AugmentConfig
-from clsp.data.augment import build_augmentation
+from clsp.data.augment import NUM_UNIFORMS, Augmentation
 from clsp.data.imageset import ImageSet
 from clsp.data.pixels import resize_images
 from clsp.features import Encoder, extract_features
@@ -48,8 +48,11 @@ MAX_CLASSIFIER_IMAGES = 10_000
 MAX_REFERENCE_IMAGES = 10_000
 """Nearest-neighbour distances are taken to at most this many real training images (a random subset)."""
 NEEDS_LABELS = "needs labels"
-QUALITY_VERSION = 2
-"""Bump when a measure changes, so cached scores (``quality.json``) are recomputed."""
+QUALITY_VERSION = 3
+"""Bump when a measure changes, so cached scores (``quality.json``) are recomputed (3: the batched augmentation
+draws the two views' hardness from new draws)."""
+AUGMENT_CHUNK = 1024
+"""Images augmented per batch by :func:`augmented_views` (bounds its float memory)."""
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -208,11 +211,13 @@ def augmented_views(images: np.ndarray, augment: AugmentConfig, seed: int) -> np
     pixels kept in [0, 255], no normalisation), seeded by ``seed``."""
     channels = images.shape[3]
     unnormalised = augment.model_copy(update={"mean": None, "std": None})
-    transform = build_augmentation(unnormalised, images.shape[1], (0.0,) * channels, (1.0,) * channels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        views = [transform(torch.from_numpy(image).permute(2, 0, 1)) for image in images]
-    return (torch.stack(views).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    augmentation = Augmentation(unnormalised, images.shape[1], (0.0,) * channels, (1.0,) * channels)
+    draws = torch.rand(len(images), NUM_UNIFORMS, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    views = [
+        augmentation(torch.from_numpy(images[i : i + AUGMENT_CHUNK]).permute(0, 3, 1, 2), draws[i : i + AUGMENT_CHUNK])
+        for i in range(0, len(images), AUGMENT_CHUNK)
+    ]
+    return (torch.cat(views).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> float:

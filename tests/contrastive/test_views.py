@@ -6,7 +6,7 @@ import torch
 
 from clsp.config import AugmentConfig
 from clsp.contrastive.views import MultiViewDataset, open_positives
-from clsp.data.augment import build_augmentation
+from clsp.data.augment import Augmentation
 from clsp.errors import ClspError
 from clsp.positives.store import PositiveStore
 
@@ -31,38 +31,45 @@ def store(tmp_path):
 
 def dataset(store, third_view="synthetic", num_candidates=K):
     images = np.full((N, 12, 12, 1), 200, dtype=np.uint8)
-    transform = build_augmentation(PLAIN, 12, (0.0,), (1 / 255,))  # back to 0..255 values
+    augmentation = Augmentation(PLAIN, 12, (0.0,), (1 / 255,))  # back to 0..255 values
     labels = np.arange(N) % 3
-    return MultiViewDataset(images, labels, transform, 7, third_view, store, num_candidates)
+    return MultiViewDataset(images, labels, augmentation, 7, third_view, store, num_candidates)
 
 
-def drawn_candidate(item) -> int:
-    return round(item["v3"].mean().item() / 10) - 1
+def batch(ds, *keys):
+    return ds.collate([ds[key] for key in keys])
+
+
+def drawn_candidate(ds, key) -> int:
+    return round(batch(ds, key)["v3"].mean().item() / 10) - 1
 
 
 def test_synthetic_candidate_is_uniform_among_the_first_num_candidates(store):
     ds = dataset(store, num_candidates=3)
-    draws = [drawn_candidate(ds[(epoch, 5)]) for epoch in range(300)]
+    draws = [drawn_candidate(ds, (epoch, 5)) for epoch in range(300)]
     counts = np.bincount(draws, minlength=K)
     assert counts[3] == 0 and counts[:3].min() > 70  # ~100 each
-    item = ds[(0, 5)]
-    assert item["v1"].shape == (1, 12, 12) and item["v3"].shape == (1, 12, 12) and item["label"] == 2
+    views = batch(ds, (0, 5), (0, 4))
+    assert views["v1"].shape == (2, 1, 12, 12) and views["v3"].shape == (2, 1, 12, 12)
+    assert views["label"].tolist() == [2, 1]
 
 
 def test_items_repeat_per_key_and_differ_across_epochs(store):
     full = MultiViewDataset(
         np.random.default_rng(0).integers(0, 256, (N, 12, 12, 1), dtype=np.uint8), None,
-        build_augmentation(AugmentConfig(), 12, (0.5,), (0.5,)), 7, "synthetic", store, K,
+        Augmentation(AugmentConfig(), 12, (0.5,), (0.5,)), 7, "synthetic", store, K,
     )  # fmt: skip
-    a, b, c = full[(0, 3)], full[(0, 3)], full[(1, 3)]
+    a, b, c = batch(full, (0, 3)), batch(full, (0, 3)), batch(full, (1, 3))
     assert all(torch.equal(a[k], b[k]) for k in ("v1", "v2", "v3"))
     assert not torch.equal(a["v1"], c["v1"]) and not torch.equal(a["v1"], a["v2"])
-    assert a["label"] == -1
+    assert a["label"].tolist() == [-1]
+    together = batch(full, (1, 3), (0, 3), (0, 9))  # an item's views do not depend on its batch
+    assert all(torch.equal(together[k][1:2], a[k]) for k in ("v1", "v2", "v3"))
 
 
 def test_real_ablation_and_baseline_views(store):
-    assert drawn_candidate(dataset(store, "real")[(0, 0)]) == 19  # 200 / 10 - 1: the real image
-    assert "v3" not in dataset(None, "none")[(0, 0)]
+    assert drawn_candidate(dataset(store, "real"), (0, 0)) == 19  # 200 / 10 - 1: the real image
+    assert "v3" not in batch(dataset(None, "none"), (0, 0))
 
 
 def test_store_checks(store, tmp_path):

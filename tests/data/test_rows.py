@@ -91,9 +91,12 @@ def walk_features(images: ImageRows) -> None:
 
 
 def walk_epoch(images: ImageRows) -> None:
+    from clsp.config import AugmentConfig
     from clsp.contrastive.views import MultiViewDataset
+    from clsp.data.augment import Augmentation
 
-    dataset = MultiViewDataset(images, None, lambda x: x[:, :8, :8].float(), seed=0)  # an SSL epoch's reads
+    augmentation = Augmentation(AugmentConfig(), 64, (0.5,) * 3, (0.25,) * 3)
+    dataset = MultiViewDataset(images, None, augmentation, seed=0)  # an SSL epoch's reads
     for i in range(len(dataset)):
         dataset[(0, i)]
 

@@ -39,7 +39,9 @@ def settings(run_dir: Path, **extra: object) -> list[str]:
 @pytest.fixture(scope="module")
 def unet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "unet"
-    build_unet("tiny", 16, 1).save_pretrained(path)
+    with torch.random.fork_rng(devices=[]):  # the same weights whichever tests ran before in this process
+        torch.manual_seed(0)
+        build_unet("tiny", 16, 1).save_pretrained(path)
     return path
 
 
@@ -52,6 +54,12 @@ def new_run(tmp_path: Path, unet_dir: Path, name: str) -> Path:
 
 def shards(store: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(store.glob("shard_*.npy"))}
+
+
+def candidates(store: Path) -> np.ndarray:
+    """Every candidate of a finished store as int ``[N, k, H, W, C]``."""
+    s = PositiveStore.open(store)
+    return np.stack([[s.candidate(i, j) for j in range(s.num_candidates)] for i in range(s.n)]).astype(int)
 
 
 KILLED_IN_THIRD_SHARD = """
@@ -91,7 +99,11 @@ def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -
     result = generate_positives(cfg_a, limit=12)
     assert result.complete and result.generated == 24
     generate_positives(cfg_b, limit=12)
-    assert shards(a / "positives") == shards(b / "positives")
+    # Another batch runs other matmul blockings: fp32 rounding may move a pixel across a uint8 rounding edge (seen:
+    # 1 pixel of 6,144 by 1 level, for one tiny-UNet init), nothing more.
+    batch_5, batch_3 = (candidates(run / "positives") for run in (a, b))
+    assert np.abs(batch_5 - batch_3).max() <= 1 and (batch_5 != batch_3).mean() < 1e-3
+    first = shards(a / "positives")
     store = PositiveStore.open(a / "positives")
     assert store.provenance["sampler"]["weight"] == 0.1 and store.provenance["sampler"]["num_steps"] == 20
     assert len(store.provenance["unet_sha256"]) == 64
@@ -107,7 +119,7 @@ def test_positives_do_not_depend_on_batch_size(tmp_path: Path, unet_dir: Path) -
     again = generate_positives(cfg_a, limit=12, resume=True)  # everything finished: nothing to do
     assert again.generated == 0 and again.complete
     fresh = generate_positives(cfg_a, limit=12, overwrite=True)  # started over: every positive again, the same
-    assert fresh.generated == 24 and shards(a / "positives") == shards(b / "positives")
+    assert fresh.generated == 24 and shards(a / "positives") == first
     # equal here, but not guaranteed at every batch (bf16): the batch is keyed, another one refused on resume
     with pytest.raises(ClspError, match=r"provenance.batch_size: 5 -> 3"):
         generate_positives(
