@@ -1,9 +1,10 @@
 """The SimCLR / MoCo augmentation family T (method.md 3.1), applied alike to real and synthetic images.
 
-T is split in two halves so that a DataLoader batch costs a few tensor ops instead of one torchvision pipeline per
-view: :meth:`Augmentation.draw` takes one view's random parameters from torch's global generator (torchvision's
-own ``RandomResizedCrop.get_params`` and ``ColorJitter.get_params``), and :meth:`Augmentation.apply` applies a
-whole batch of drawn parameters at once. The ops are torchvision's float ops (v2.functional) written for
+T is split in two so that a DataLoader batch costs a few tensor ops instead of one torchvision pipeline per view:
+each view's randomness is a row of :data:`NUM_UNIFORMS` uniforms (drawn per item under its keyed seed), and
+:class:`Augmentation` turns a batch of rows into parameters with the distributions of torchvision's
+``RandomResizedCrop.get_params`` and ``ColorJitter.get_params`` (:meth:`Augmentation.params`), then applies them to
+the whole batch (:meth:`Augmentation.apply`). The ops are torchvision's float ops (v2.functional) written for
 per-sample parameters: the crop-and-resize is antialiased bilinear (the weights of ``interpolate(antialias=True)``)
 as two batched matrix products, with the flip folded into the column weights. Unlike a per-image uint8 pipeline,
 nothing is rounded to 8 bits between the ops.
