@@ -2,10 +2,11 @@
 
 The baseline is what a user writes (and what clsp ran until it batched T): ``v2.Compose([RandomResizedCrop,
 RandomApply(ColorJitter), RandomHorizontalFlip, RandomGrayscale, ToDtype, Normalize])`` called on each uint8 view.
-clsp's side is what a DataLoader worker does for one batch: one keyed ``torch.rand`` per item
-(:class:`~clsp.contrastive.views.MultiViewDataset`) and :class:`~clsp.data.augment.Augmentation` on each view
-batch. One thread (as in a DataLoader worker), random uint8 images (cost does not depend on content), the views
-of one batch of 256 images x 3 views; median of ``--repeats`` timings after a warm-up.
+clsp's side is what a DataLoader worker does for one batch: :class:`~clsp.contrastive.views.MultiViewDataset`'s
+items (one keyed ``torch.rand`` each) and its ``collate`` (:class:`~clsp.data.augment.Augmentation` on each view
+batch), three views per image (the control's: two real views and a third real one). One thread (as in a DataLoader
+worker), random uint8 images (cost does not depend on content), one batch of 256 images x 3 views; median of
+``--repeats`` timings after a warm-up.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/augment_throughput.py
 """
@@ -14,13 +15,15 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
 from clsp.config import AugmentConfig
-from clsp.data.augment import NUM_UNIFORMS, Augmentation
-from clsp.loop import derived_seed
+from clsp.contrastive.views import MultiViewDataset
+from clsp.data.augment import Augmentation
 
+VIEWS = 3
 CASES = {  # name: (channels, image size, crop scale); the crop scales of configs/digits.yaml and fashion_mnist.yaml
     "digits 16 px grey": (1, 16, (0.3, 1.0)),
     "Fashion-MNIST 28 px grey": (1, 28, (0.2, 1.0)),
@@ -54,34 +57,27 @@ def seconds(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    b, views = args.batch_size, args.views
-    print(f"torch {torch.__version__}, 1 thread, {b} images x {views} views, median of {args.repeats}")
+    b = args.batch_size
+    print(f"torch {torch.__version__}, 1 thread, {b} images x {VIEWS} views, median of {args.repeats}")
     print("| case | torchvision v2, one view at a time | clsp batched | speed-up |")
     print("|---|---|---|---|")
     for name, (channels, size, scale) in CASES.items():
         cfg = AugmentConfig(crop_scale=scale)
-        images = torch.randint(0, 256, (b, channels, size, size), dtype=torch.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (b, size, size, channels), dtype=np.uint8)
         per_view = torchvision_pipeline(cfg, size, channels)
-        batched = Augmentation(cfg, size, (0.5,) * channels, (0.25,) * channels)
+        augmentation = Augmentation(cfg, size, (0.5,) * channels, (0.25,) * channels)
+        dataset = MultiViewDataset(images, None, augmentation, 0, "real")
 
         def one_at_a_time(images=images, per_view=per_view) -> None:
-            for image in images:
-                for _ in range(views):
+            for image in torch.from_numpy(images).permute(0, 3, 1, 2):
+                for _ in range(VIEWS):
                     per_view(image)
 
-        def clsp_batched(images=images, batched=batched) -> None:
-            draws = torch.stack(
-                [
-                    torch.rand(views, NUM_UNIFORMS, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-                    for seed in (derived_seed(0, 0, i) for i in range(b))
-                ]
-            )
-            for n in range(views):
-                batched(images, draws[:, n])
+        def clsp_batched(dataset=dataset) -> None:
+            dataset.collate([dataset[(0, i)] for i in range(len(dataset))])
 
         base, ours = seconds(one_at_a_time, args.repeats), seconds(clsp_batched, args.repeats)
         print(f"| {name} | {1e3 * base:.0f} ms | {1e3 * ours:.1f} ms | {base / ours:.1f}x |")

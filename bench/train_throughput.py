@@ -2,9 +2,9 @@
 
 ResNet-18 (CIFAR stem), CIFAR-shaped 32x32x3 images, CLSP-SimCLR (v1, v2 and a synthetic candidate from a positive
 store), batch 256, SGD. Both modes run the same step; "pipeline" feeds it from :class:`MultiViewDataset` through a
-DataLoader (uint8 -> three augmentation draws per image -> collate, which augments each view batch at once), "pre-loaded" repeats one ready batch. Images and
-candidates are random uint8 (speed does not depend on content). Single process, fp32 unless --bf16, CPU unless
---device cuda.
+DataLoader (uint8 -> three augmentation draws per image -> collate, which augments each view batch at once),
+"pre-loaded" repeats one ready batch. Images and candidates are random uint8 (speed does not depend on content).
+Single process, fp32 unless --bf16, CPU unless --device cuda.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_throughput.py --steps 3 --workers 0 2
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train_throughput.py --steps 5 --workers --bn-groups per_view joint

@@ -3,9 +3,9 @@ function of ``(seed, step, process)``.
 
 Items are keyed by ``(epoch, index)`` and their random draws (the three augmentations' uniforms and the candidate
 index) come from generators seeded with ``(seed, epoch, index)``; the collate function applies the augmentations
-to the whole batch from those draws. Two consequences: a resumed run sees exactly the
-batches the uninterrupted run would have seen, and P processes with batch B see, together, exactly what one
-process with batch P*B sees, whatever the number of DataLoader workers.
+to the whole batch from those draws. Two consequences: a resumed run sees exactly the batches the uninterrupted run
+would have seen, and P processes with batch B see, together, exactly what one process with batch P*B sees, whatever
+the number of DataLoader workers.
 """
 
 from pathlib import Path
@@ -22,8 +22,6 @@ from clsp.loop import derived_seed
 from clsp.positives.store import MANIFEST, PositiveStore
 
 ThirdView = Literal["synthetic", "real", "none"]
-
-
 VIEWS = ("v1", "v2", "v3")
 
 

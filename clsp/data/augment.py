@@ -194,13 +194,13 @@ def contrast(x: Tensor, factor: Tensor) -> Tensor:
 
 
 def saturation(x: Tensor, factor: Tensor) -> Tensor:
-    return blend(x, luma(x), factor) if x.shape[1] == 3 else x
+    """RGB ``[B, 3, H, W]`` only (torchvision leaves grey images as they are; :meth:`Augmentation.apply` skips them)."""
+    return blend(x, luma(x), factor)
 
 
 def hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the hue of RGB ``[B, 3, H, W]`` in [0, 1] by ``shift`` turns (HSV round trip); 1 channel: as is."""
-    if x.shape[1] != 3:
-        return x
+    """Rotate the hue of RGB ``[B, 3, H, W]`` in [0, 1] by ``shift`` turns (HSV round trip); RGB only, as
+    :func:`saturation`."""
     r, g, b = x.unbind(1)
     value, argmax = x.max(1)
     chroma = value - x.min(1).values
