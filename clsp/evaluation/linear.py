@@ -8,7 +8,6 @@ augmentation, without running the backbone every epoch.
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsp.progress import progress_bar
@@ -52,13 +51,15 @@ def train_linear_probe(
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     torch.manual_seed(seed)
     device = train_features.device  # random draws stay on the CPU, so every device sees the same ones
-    head = nn.Linear(train_features.shape[1], num_classes).to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.1)
+    init = nn.Linear(train_features.shape[1], num_classes)  # torch's default initialisation
+    weight, bias = init.weight.detach().to(device), init.bias.detach().to(device)
     losses = []
-    with progress_bar() as progress:
+    # The cross-entropy gradient by hand, (softmax - one-hot) / batch: the same SGD steps as autograd and
+    # torch.optim.SGD, at two thirds of their per-step overhead (the label-efficient probes take ~70,000 small steps).
+    with progress_bar() as progress, torch.no_grad():
         task = progress.add_task("linear probe", total=epochs, visible=show_progress)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            epoch_lr = lr * 0.1 ** sum(epoch >= m for m in milestones)
             order = torch.randperm(len(train_features), generator=generator).to(device)
             if train_features_flipped is None:
                 features = train_features
@@ -68,14 +69,14 @@ def train_linear_probe(
             total = torch.zeros((), device=device)
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                loss = F.cross_entropy(head(features[idx]), train_labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * len(idx)
-            schedule.step()
+                batch, targets = features[idx], train_labels[idx, None]
+                log_probs = torch.addmm(bias, batch, weight.t()).log_softmax(1)
+                total -= log_probs.gather(1, targets).sum()
+                grad = log_probs.exp_().scatter_add_(1, targets, torch.full_like(targets, -1, dtype=log_probs.dtype))
+                grad /= len(idx)
+                weight.addmm_(grad.t(), batch, alpha=-epoch_lr)
+                bias.sub_(grad.sum(0), alpha=epoch_lr)
             losses.append(total.item() / len(order))  # one host sync per epoch
             progress.advance(task)
-    with torch.no_grad():
-        logits = head(test_features)
+        logits = torch.addmm(bias, test_features, weight.t())
     return ProbeResult(topk_accuracy(logits, test_labels, 1), topk_accuracy(logits, test_labels, 5), losses)
