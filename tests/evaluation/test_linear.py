@@ -70,6 +70,41 @@ def test_lr_drops_tenfold_at_each_milestone_epoch() -> None:
         assert max(abs(a - b) for a, b in zip(losses, expected, strict=True)) > 1e-4, other
 
 
+def test_minibatch_steps_with_flips_equal_autograd_and_torch_sgd() -> None:
+    """The hand-written gradient against autograd + torch.optim.SGD + MultiStepLR on the same draws (epoch order,
+    flips): batches of 48 leave a short last batch of 8, whose mean is over 8."""
+    train, labels = clusters(4, 200, scale=1.0)
+    flipped = train.flip(1)
+    test, test_labels = clusters(5, 100, scale=1.0)
+    epochs, lr, milestones, batch_size, seed = 6, 0.5, (2, 4), 48, 3
+    result = train_linear_probe(
+        train, labels, test, test_labels, train_features_flipped=flipped, epochs=epochs, lr=lr,
+        milestones=milestones, batch_size=batch_size, seed=seed, show_progress=False,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = nn.Linear(train.shape[1], 4)
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.1)
+    expected = []
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=generator)
+        features = torch.where((torch.rand(len(train), generator=generator) < 0.5)[:, None], flipped, train)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(head(features[idx]), labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        schedule.step()
+        expected.append(total / len(order))
+    torch.testing.assert_close(torch.tensor(result.train_loss), torch.tensor(expected), rtol=1e-5, atol=0)
+    with torch.no_grad():
+        assert result.top1 == topk_accuracy(head(test), test_labels, 1)
+
+
 def test_the_reported_accuracy_is_the_final_epochs_not_the_best() -> None:
     train, labels = clusters(2, 40, scale=0.5, dim=32)
     labels[:13] = (labels[:13] + 1) % 4  # a third of the labels wrong: test accuracy peaks early, then falls
