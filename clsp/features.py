@@ -26,7 +26,7 @@ def extract_features(
     images: np.ndarray,
     mean: Sequence[float],
     std: Sequence[float],
-    batch_size: int = 256,
+    batch_size: int = 128,
     hflip: bool = False,
     device: torch.device | str | None = None,
     description: str = "features",
@@ -34,7 +34,9 @@ def extract_features(
     """Encode uint8 ``[N, H, W, C]`` images (mirrored left-right when ``hflip``) into float32 ``[N, D]`` on the CPU.
 
     Batches go to ``device``; None means the torch module's own device (the CPU for other encoders). A torch
-    module is put in eval mode (BatchNorm running statistics, no dropout) and run without gradients.
+    module is put in eval mode (BatchNorm running statistics, no dropout) and run without gradients. The features
+    do not depend on ``batch_size``; 128 runs the small CNN at 28-32 px 1.3-1.4x faster than 256 on a 2-core CPU
+    (ResNet-18 5 % faster; bench/RESULTS.md).
     """
     if isinstance(encoder, torch.nn.Module):
         encoder.eval()

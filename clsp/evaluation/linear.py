@@ -54,6 +54,8 @@ def train_linear_probe(
     init = nn.Linear(train_features.shape[1], num_classes)  # torch's default initialisation
     weight, bias = init.weight.detach().to(device), init.bias.detach().to(device)
     losses = []
+    # scatter_add_'s -1 per row (a short last batch reads its first rows)
+    minus_one = torch.full((batch_size, 1), -1.0, dtype=weight.dtype, device=device)
     # The cross-entropy gradient by hand, (softmax - one-hot) / batch: the same SGD steps as autograd and
     # torch.optim.SGD, at two thirds of their per-step overhead (the label-efficient probes take ~70,000 small steps).
     with progress_bar() as progress, torch.no_grad():
@@ -66,14 +68,15 @@ def train_linear_probe(
             else:
                 flip = (torch.rand(len(train_features), generator=generator) < 0.5).to(device)
                 features = torch.where(flip[:, None], train_features_flipped, train_features)
+            # One gather per epoch: each minibatch is then a contiguous slice, the same rows in the same order.
+            features, labels = features[order], train_labels[order, None]
             total = torch.zeros((), device=device)
             for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch, targets = features[idx], train_labels[idx, None]
+                batch, targets = features[start : start + batch_size], labels[start : start + batch_size]
                 log_probs = torch.addmm(bias, batch, weight.t()).log_softmax(1)
                 total -= log_probs.gather(1, targets).sum()
-                grad = log_probs.exp_().scatter_add_(1, targets, torch.full_like(targets, -1, dtype=log_probs.dtype))
-                grad /= len(idx)
+                grad = log_probs.exp_().scatter_add_(1, targets, minus_one)
+                grad /= len(targets)
                 weight.addmm_(grad.t(), batch, alpha=-epoch_lr)
                 bias.sub_(grad.sum(0), alpha=epoch_lr)
             losses.append(total.item() / len(order))  # one host sync per epoch
