@@ -10,6 +10,7 @@ from clsp.cli_args import (
     ConfigArgument,
     DefaultConfigArgument,
     SetOption,
+    close_process_group,
     parse_name_list,
     parse_number_list,
 )
@@ -142,6 +143,8 @@ def main() -> None:
     except (KeyboardInterrupt, Interrupted) as e:
         status_console.print("interrupted")
         sys.exit(exit_code(e))
+    finally:
+        close_process_group()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Typer argument and option types that several ``clsp`` commands share."""
+"""Typer argument and option types that several ``clsp`` commands share, and how the entry points exit."""
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -73,3 +74,16 @@ def run_script(parser: argparse.ArgumentParser, work: Callable[[], object]) -> N
         parser.exit(2, f"error: {os_error_line(e)}\n")
     except (KeyboardInterrupt, Interrupted) as e:
         parser.exit(exit_code(e), "interrupted\n")
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Destroy torch.distributed's default process group if this process joined one (torchrun, accelerate launch).
+
+    A process that exits with its gloo group alive can abort in the interpreter's teardown ("terminate called
+    without an active exception", SIGABRT) after its work finished, failing the launch. Imports no torch itself.
+    """
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
