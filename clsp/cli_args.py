@@ -60,7 +60,8 @@ def script_parser(description: str, state_dir: str) -> argparse.ArgumentParser:
 
 def run_script(parser: argparse.ArgumentParser, work: Callable[[], object]) -> None:
     """Run a training script's ``work()`` with the CLI's exits: a ClspError, a full disk or a read-only folder is
-    one ``error:`` line (exit 2), Ctrl-C exits 130 and SIGTERM 143 (after the loop saved its state)."""
+    one ``error:`` line (exit 2), Ctrl-C exits 130 and SIGTERM 143 (after the loop saved its state); whatever
+    happened, the process group is closed before the exit."""
     from clsp.errors import WRITE_ERRNOS, ClspError, os_error_line
     from clsp.interrupt import Interrupted, exit_code
 
