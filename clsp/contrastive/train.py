@@ -315,8 +315,10 @@ def _train(cfg: Config, accelerator: Accelerator, resume: bool, max_steps: int |
             epochs=s.epochs,
         )
         backbone = save_backbone(accelerator.unwrap_model(model).backbone, out, spec)
-    if s.tensorboard:
-        accelerator.end_training()
+    # Not accelerator.end_training(): it also destroys the process group, which the barrier below and any later
+    # stage in this process still use; the entry point closes it (clsp.cli_args.close_process_group).
+    for tracker in accelerator.trackers:
+        tracker.finish()
     accelerator.wait_for_everyone()
     rate = views_per_image * s.batch_size * run_steps / seconds if run_steps else 0.0
     return SSLResult(
